@@ -1,0 +1,45 @@
+# The two commands a user needs: `make serve` and `make test`. Everything else builds on `make install`.
+PYTHON ?= python3.11
+VENV ?= .venv
+MODEL ?= microsoft/beit-base-patch16-224-pt22k-ft22k
+# RANDOM=tiny|base|large builds a randomly initialized BEiT instead of MODEL (offline; predictions are noise).
+RANDOM ?=
+REPOSITORY ?= model_repository
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+
+BIN := $(VENV)/bin
+CHECKPOINT_ARGS := $(if $(RANDOM),--random $(RANDOM),--model $(MODEL))
+
+.PHONY: install build serve test lint bench loadtest clean
+
+install: $(VENV)/.installed
+
+# torch goes first and pinned: any other resolution pulls a CUDA build of several GB.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+build: install
+	$(BIN)/beit-build $(CHECKPOINT_ARGS) --repository $(REPOSITORY) --skip-if-built
+
+serve: build
+	$(BIN)/beit-serve --repository $(REPOSITORY) \
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m loadtest.benchmark $(if $(RANDOM),--random $(RANDOM),--model $(MODEL)) --out results/benchmark
+
+clean:
+	rm -rf $(VENV) results

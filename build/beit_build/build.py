@@ -1,0 +1,138 @@
+"""Checkpoint in, repository artifacts out: the steps of `beit-build`, in order."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from beit_build.checkpoint import Checkpoint, load_checkpoint
+from beit_build.export import export_onnx, onnx_node_count, prepare_for_export
+from beit_build.labels import checkpoint_labels
+from beit_build.preprocessing_params import export_resolution, preprocessing_parameters
+from beit_build.random_checkpoint import random_checkpoint_name, save_random_checkpoint
+from beit_build.repository import (
+    LABELS_PATH,
+    MODEL_CONFIG_PATH,
+    ONNX_PATH,
+    atomic_path,
+    copy_template,
+    read_parameters,
+    write_labels,
+    write_parameters,
+)
+from beit_build.verify import verify_onnx
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    repository: Path
+    onnx_path: Path
+    labels_path: Path
+    config_paths: tuple[Path, ...]
+    checkpoint: str
+    random_weights: bool
+    num_labels: int
+    embedding_size: int
+    multi_label: bool
+    resolution: tuple[int, int]
+    onnx_nodes: int
+    max_abs_diff: dict[str, float]
+
+
+def build_repository(
+    model: str | Path | None,
+    repository: Path,
+    *,
+    labels: Path | None = None,
+    random_size: str | None = None,
+) -> BuildResult:
+    """Export `model` (hub id or local folder) into `repository`, or a random BEiT of `random_size`
+    ("tiny", "base", "large"; then `model` must be None)."""
+    repository = Path(repository)
+    if random_size is None:
+        if model is None:
+            raise ValueError("give a checkpoint (hub id or folder) or a random size")
+        return _build(load_checkpoint(model), repository, labels, random_weights=False)
+    if model is not None:
+        raise ValueError(f"give a checkpoint or a random size, not both ({model!r}, {random_size!r})")
+    # Saved and loaded back like a download, so the random build exercises the real loading path.
+    with tempfile.TemporaryDirectory(prefix=f"beit-random-{random_size}-") as directory:
+        save_random_checkpoint(random_size, Path(directory))
+        checkpoint = load_checkpoint(directory, name=random_checkpoint_name(random_size))
+        return _build(checkpoint, repository, labels, random_weights=True)
+
+
+def _build(
+    checkpoint: Checkpoint, repository: Path, labels: Path | None, *, random_weights: bool
+) -> BuildResult:
+    model, config = checkpoint.model, checkpoint.model.config
+    resolution = export_resolution(checkpoint.image_processor, config)
+    label_list = checkpoint_labels(config, labels)
+    multi_label = config.problem_type == "multi_label_classification"
+    parameters = {
+        "checkpoint": json.dumps(checkpoint.name),
+        "random_weights": json.dumps(random_weights),
+        "num_labels": json.dumps(config.num_labels),
+        "embedding_size": json.dumps(config.hidden_size),
+        "multi_label": json.dumps(multi_label),
+        **preprocessing_parameters(checkpoint.image_processor),
+    }
+    copy_template(repository)
+    onnx_path = repository / ONNX_PATH
+    with atomic_path(onnx_path) as temporary:
+        with _step(f"exporting ONNX at {resolution[0]}x{resolution[1]} to {onnx_path}"):
+            export_onnx(prepare_for_export(model, resolution), temporary, resolution)
+        with _step("verifying the ONNX graph with ONNX Runtime against PyTorch"):
+            max_abs_diff = verify_onnx(temporary, model, resolution)
+        onnx_nodes = onnx_node_count(temporary)
+    with _step(f"writing labels and checkpoint parameters into {repository}"):
+        labels_path = write_labels(repository, label_list)
+        config_paths = write_parameters(repository, parameters)
+    if random_weights:
+        logger.warning(
+            "%s holds RANDOM weights (%s): its predictions are meaningless", repository, checkpoint.name
+        )
+    return BuildResult(
+        repository=repository,
+        onnx_path=onnx_path,
+        labels_path=labels_path,
+        config_paths=tuple(config_paths),
+        checkpoint=checkpoint.name,
+        random_weights=random_weights,
+        num_labels=config.num_labels,
+        embedding_size=config.hidden_size,
+        multi_label=multi_label,
+        resolution=resolution,
+        onnx_nodes=onnx_nodes,
+        max_abs_diff=max_abs_diff,
+    )
+
+
+def is_built(repository: Path, checkpoint: str) -> bool:
+    """Whether `repository` holds a complete build of `checkpoint` (hub id, folder or random-SIZE)."""
+    repository = Path(repository)
+    if not all((repository / path).is_file() for path in (ONNX_PATH, LABELS_PATH, MODEL_CONFIG_PATH)):
+        return False
+    built = read_parameters(repository / MODEL_CONFIG_PATH).get("checkpoint")
+    return built is not None and json.loads(built) == checkpoint
+
+
+class _step:
+    """Logs a long step's start and its duration."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __enter__(self) -> None:
+        logger.info("%s ...", self.description)
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[0] is None:
+            logger.info("%s: done in %.1f s", self.description, time.perf_counter() - self.start)

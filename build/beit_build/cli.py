@@ -1,0 +1,104 @@
+"""`beit-build`: turn a checkpoint into the Triton model repository's artifacts.
+
+beit-build [--model ID_OR_FOLDER | --random tiny|base|large] [--repository DIR] [--labels FILE]
+beit-build check-engine --repository DIR [--engine onnx|cuda|tensorrt] [--model ...] [IMAGE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from beit_build.build import build_repository, is_built
+from beit_build.check_engine import ENGINES, check_engine
+from beit_build.errors import BuildError
+from beit_build.random_checkpoint import RANDOM_ARCHITECTURES, random_checkpoint_name
+from beit_build.repository import TEMPLATE_REPOSITORY
+
+DEFAULT_CHECKPOINT = "microsoft/beit-base-patch16-224-pt22k-ft22k"
+CHECK_ENGINE = "check-engine"
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="beit-build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model", default=None, help=f"hub id or local checkpoint folder (default {DEFAULT_CHECKPOINT})"
+    )
+    source.add_argument(
+        "--random", choices=sorted(RANDOM_ARCHITECTURES), help="a randomly initialized BEiT of this size"
+    )
+    _add_repository(parser)
+    parser.add_argument("--labels", type=Path, help="class names, one per line, one line per output")
+    parser.add_argument(
+        "--skip-if-built",
+        action="store_true",
+        help="do nothing when the repository already holds a complete build of this checkpoint",
+    )
+    return parser
+
+
+def _check_engine_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"beit-build {CHECK_ENGINE}",
+        description="Compare the repository's model.onnx on an ONNX Runtime engine with PyTorch.",
+    )
+    _add_repository(parser)
+    parser.add_argument("--engine", choices=list(ENGINES), default="onnx")
+    parser.add_argument(
+        "--model", help="PyTorch reference (default: the checkpoint the repository was built from)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="synthetic images when no IMAGE is given")
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
+    return parser
+
+
+def _add_repository(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=TEMPLATE_REPOSITORY,
+        help="model repository (default %(default)s)",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if argv[:1] == [CHECK_ENGINE]:
+            _check_engine(_check_engine_parser().parse_args(argv[1:]))
+        else:
+            _build(_build_parser().parse_args(argv))
+    except BuildError as e:
+        print(f"beit-build: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from e
+
+
+def _build(args: argparse.Namespace) -> None:
+    model = None if args.random else (args.model or DEFAULT_CHECKPOINT)
+    name = random_checkpoint_name(args.random) if args.random else str(model)
+    if args.skip_if_built and args.labels is None and is_built(args.repository, name):
+        print(f"{args.repository} already holds {name}; not rebuilding (drop --skip-if-built to force)")
+        return
+    result = build_repository(model, args.repository, labels=args.labels, random_size=args.random)
+    print(f"wrote {result.onnx_path} ({result.onnx_nodes} nodes, {result.num_labels} labels)")
+    for name, difference in result.max_abs_diff.items():
+        print(f"max |ONNX - PyTorch| {name}: {difference:.3g}")
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    result = check_engine(
+        args.repository, engine=args.engine, model=args.model, images=args.images, batch_size=args.batch_size
+    )
+    print(f"{result.engine} ({', '.join(result.providers)}) on {result.images} images:")
+    print(f"top-1 agreement {result.top1_agreement:.1%}, top-5 agreement {result.top5_agreement:.1%}")
+    print(f"max |delta probability| {result.max_abs_probability_diff:.3g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Errors raised by beit-build.
+
+BuildError
+├── UnsupportedCheckpointError   the checkpoint is not a BEiT / data2vec-vision image classifier
+├── PreprocessingError           the image processor config disagrees with the model (resolution)
+├── LabelsError                  a labels file does not match the classifier head
+└── VerificationError            the exported ONNX does not reproduce PyTorch
+"""
+
+from __future__ import annotations
+
+
+class BuildError(Exception):
+    """Root of every error beit-build raises on purpose."""
+
+
+class UnsupportedCheckpointError(BuildError):
+    pass
+
+
+class PreprocessingError(BuildError):
+    pass
+
+
+class LabelsError(BuildError):
+    pass
+
+
+class VerificationError(BuildError):
+    pass
+
+
+class EngineCheckError(BuildError):
+    pass

@@ -1,0 +1,47 @@
+"""The exported graph run by ONNX Runtime against the untouched PyTorch model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+from transformers import PreTrainedModel
+
+from beit_build.errors import VerificationError
+from beit_build.export import INPUT_NAME, OUTPUT_NAMES, BeitOutputs
+
+logger = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4
+
+
+def verify_onnx(
+    path: Path,
+    model: PreTrainedModel,
+    resolution: tuple[int, int],
+    *,
+    batch_size: int = 2,
+    tolerance: float = TOLERANCE,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Max |ONNX - PyTorch| per output on a random batch; raises VerificationError above `tolerance`."""
+    generator = torch.Generator().manual_seed(seed)
+    # Normalized pixels of BEiT's default preprocessing lie in [-1, 1].
+    pixel_values = torch.rand(batch_size, 3, *resolution, generator=generator) * 2 - 1
+    with torch.no_grad():
+        expected = BeitOutputs(model).eval()(pixel_values)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    actual = session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixel_values.numpy()})
+    differences = {
+        name: float(np.max(np.abs(got - want.numpy())))
+        for name, got, want in zip(OUTPUT_NAMES, actual, expected, strict=True)
+    }
+    for name, difference in differences.items():
+        logger.info("max |ONNX - PyTorch| %s: %.3g", name, difference)
+    failed = {name: difference for name, difference in differences.items() if not difference <= tolerance}
+    if failed:
+        raise VerificationError(f"ONNX output differs from PyTorch by more than {tolerance}: {failed}")
+    return differences

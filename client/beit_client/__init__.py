@@ -1,0 +1,56 @@
+"""Typed Python SDK for the BEiT classifier served on Triton: `BeitClient` and `AsyncBeitClient`."""
+
+from ._client import AsyncBeitClient, BeitClient
+from ._config import RetryPolicy, ServerURL, TLSConfig
+from ._exceptions import (
+    BeitClientError,
+    InvalidImageError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    PermanentError,
+    RequestTimeoutError,
+    ServerError,
+    ServerUnavailableError,
+    TransientError,
+)
+from ._models import ModelInfo, Prediction
+from ._transports import (
+    AsyncMockTransport,
+    AsyncTransport,
+    InferRequest,
+    MockTransport,
+    RequestedOutput,
+    Transport,
+)
+from ._types import ImageEncoding, ImageInput, ImagesInput, PreprocessMode
+
+__all__ = [
+    "AsyncBeitClient",
+    "AsyncMockTransport",
+    "AsyncTransport",
+    "BeitClient",
+    "BeitClientError",
+    "ImageEncoding",
+    "ImageInput",
+    "ImagesInput",
+    "InferRequest",
+    "InvalidImageError",
+    "InvalidRequestError",
+    "MockTransport",
+    "ModelInfo",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "PermanentError",
+    "Prediction",
+    "PreprocessMode",
+    "RequestTimeoutError",
+    "RequestedOutput",
+    "RetryPolicy",
+    "ServerError",
+    "ServerURL",
+    "ServerUnavailableError",
+    "TLSConfig",
+    "TransientError",
+    "Transport",
+]

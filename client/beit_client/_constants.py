@@ -1,0 +1,46 @@
+"""Every default of the SDK and the fixed names of the model repository (see the project's DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+CLASSIFY_MODEL = "beit"
+EMBED_MODEL = "beit_embedding"
+PIXEL_MODEL = "beit_model"
+"""The composing model the ensembles end in; client-side preprocessing calls it directly."""
+
+IMAGE_INPUT = "IMAGE"
+PIXEL_VALUES_INPUT = "PIXEL_VALUES"
+PROBABILITIES_OUTPUT = "PROBABILITIES"
+EMBEDDING_OUTPUT = "EMBEDDING"
+
+DEFAULT_TOP_K = 5
+DEFAULT_TIMEOUT = 60.0
+"""Seconds for one request, connecting included."""
+DEFAULT_MAX_CONCURRENCY = 4
+"""Requests in flight at once per classify/embed call; the server batches across them."""
+DEFAULT_MAX_BATCH_SIZE = 8
+"""Images per request when the model config declares no batching limit (max_batch_size 0)."""
+
+DEFAULT_MAX_RETRIES = 2
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+RETRY_JITTER = 0.25
+"""Each backoff delay is shortened by a random fraction up to this, so clients that failed together retry
+apart."""
+
+DEFAULT_IMAGE_ENCODING: Literal["png"] = "png"
+"""Lossless, so client-encoded arrays reach the model exactly as given."""
+DEFAULT_JPEG_QUALITY = 95
+
+URL_FETCH_TIMEOUT = 30.0
+MAX_URL_IMAGE_BYTES = 32 * 1024 * 1024
+"""An image URL answering more than this is refused instead of read into memory."""
+
+MAX_DECODED_PIXELS = 89_478_485
+"""Client-side preprocessing refuses larger images; Pillow's own decompression-bomb threshold."""
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+"""Files the CLI picks up when it walks a folder."""

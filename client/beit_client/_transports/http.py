@@ -1,0 +1,165 @@
+"""HTTP/REST through tritonclient.http (geventhttpclient) and tritonclient.http.aio (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy.typing as npt
+import tritonclient.http as httpclient
+import tritonclient.http.aio as aiohttpclient
+
+from .._config import ServerURL, TLSConfig
+from ._errors import translate_transport_errors
+from .base import AsyncTransport, InferRequest, ModelConfig, Transport, triton_datatype
+
+__all__ = ["AsyncHTTPTransport", "HTTPTransport"]
+
+
+def _build_inputs(request: InferRequest) -> list[httpclient.InferInput]:
+    inputs = []
+    for name, array in request.inputs.items():
+        tensor = httpclient.InferInput(name, list(array.shape), triton_datatype(array))
+        tensor.set_data_from_numpy(array, binary_data=True)
+        inputs.append(tensor)
+    return inputs
+
+
+def _build_outputs(request: InferRequest) -> list[httpclient.InferRequestedOutput]:
+    return [
+        httpclient.InferRequestedOutput(output.name, binary_data=True, class_count=output.class_count)
+        for output in request.outputs
+    ]
+
+
+def _read_outputs(request: InferRequest, result: Any) -> dict[str, npt.NDArray[Any]]:
+    return {output.name: result.as_numpy(output.name) for output in request.outputs}
+
+
+class HTTPTransport(Transport):
+    """tritonclient's HTTP client is not thread safe and takes its timeout per client, so each thread gets
+    its own client per distinct timeout."""
+
+    def __init__(self, url: ServerURL, *, timeout: float, tls: TLSConfig | None) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._tls = tls
+        self._local = threading.local()
+        self._all_clients: list[httpclient.InferenceServerClient] = []
+        self._lock = threading.Lock()
+
+    def _client(self, timeout: float | None) -> httpclient.InferenceServerClient:
+        seconds = self._timeout if timeout is None else timeout
+        clients: dict[float, httpclient.InferenceServerClient] = self._local.__dict__.setdefault(
+            "clients", {}
+        )
+        if seconds not in clients:
+            tls_options: dict[str, Any] = {}
+            if self._url.tls:
+                context = (self._tls or TLSConfig()).build_ssl_context()
+                tls_options = {"ssl": True, "ssl_context_factory": lambda: context}
+            client = httpclient.InferenceServerClient(
+                self._url.authority, connection_timeout=seconds, network_timeout=seconds, **tls_options
+            )
+            clients[seconds] = client
+            with self._lock:
+                self._all_clients.append(client)
+        return clients[seconds]
+
+    def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
+        with translate_transport_errors():
+            result = self._client(request.timeout).infer(
+                request.model,
+                _build_inputs(request),
+                outputs=_build_outputs(request),
+                headers=dict(request.headers),
+            )
+            return _read_outputs(request, result)
+
+    def server_live(self, headers: Mapping[str, str], timeout: float | None) -> bool:
+        with translate_transport_errors():
+            return bool(self._client(timeout).is_server_live(headers=dict(headers)))
+
+    def server_ready(self, headers: Mapping[str, str], timeout: float | None) -> bool:
+        with translate_transport_errors():
+            return bool(self._client(timeout).is_server_ready(headers=dict(headers)))
+
+    def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
+        with translate_transport_errors():
+            return bool(self._client(timeout).is_model_ready(model, headers=dict(headers)))
+
+    def model_config(self, model: str, headers: Mapping[str, str], timeout: float | None) -> ModelConfig:
+        with translate_transport_errors():
+            config: ModelConfig = self._client(timeout).get_model_config(model, headers=dict(headers))
+            return config
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._all_clients = self._all_clients, []
+        for client in clients:
+            client.close()
+
+
+class AsyncHTTPTransport(AsyncTransport):
+    """aiohttp's session timeout is per client; a per-call timeout is enforced around the await instead."""
+
+    def __init__(self, url: ServerURL, *, timeout: float, tls: TLSConfig | None, concurrency: int) -> None:
+        self._timeout = timeout
+        tls_options: dict[str, Any] = {}
+        if url.tls:
+            tls_options = {"ssl": True, "ssl_context": (tls or TLSConfig()).build_ssl_context()}
+        # The session's own limit stays above any per-call timeout the caller may choose.
+        self._client = aiohttpclient.InferenceServerClient(
+            url.authority, conn_limit=max(concurrency, 1) * 2, conn_timeout=None, **tls_options
+        )
+
+    def _seconds(self, timeout: float | None) -> float:
+        return self._timeout if timeout is None else timeout
+
+    async def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
+        with translate_transport_errors():
+            result = await asyncio.wait_for(
+                self._client.infer(
+                    request.model,
+                    _build_inputs(request),
+                    outputs=_build_outputs(request),
+                    headers=dict(request.headers),
+                ),
+                self._seconds(request.timeout),
+            )
+            return _read_outputs(request, result)
+
+    async def server_live(self, headers: Mapping[str, str], timeout: float | None) -> bool:
+        with translate_transport_errors():
+            live = await asyncio.wait_for(
+                self._client.is_server_live(headers=dict(headers)), self._seconds(timeout)
+            )
+            return bool(live)
+
+    async def server_ready(self, headers: Mapping[str, str], timeout: float | None) -> bool:
+        with translate_transport_errors():
+            ready = await asyncio.wait_for(
+                self._client.is_server_ready(headers=dict(headers)), self._seconds(timeout)
+            )
+            return bool(ready)
+
+    async def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
+        with translate_transport_errors():
+            ready = await asyncio.wait_for(
+                self._client.is_model_ready(model, headers=dict(headers)), self._seconds(timeout)
+            )
+            return bool(ready)
+
+    async def model_config(
+        self, model: str, headers: Mapping[str, str], timeout: float | None
+    ) -> ModelConfig:
+        with translate_transport_errors():
+            config: ModelConfig = await asyncio.wait_for(
+                self._client.get_model_config(model, headers=dict(headers)), self._seconds(timeout)
+            )
+            return config
+
+    async def aclose(self) -> None:
+        await self._client.close()

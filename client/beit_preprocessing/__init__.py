@@ -1,0 +1,40 @@
+"""Image preprocessing for BEiT checkpoints, bit-faithful to transformers' `BeitImageProcessorPil`.
+
+Depends on numpy and Pillow only: the Triton Python-backend preprocessor and the client SDK's client-side
+preprocessing both import it, so the server and the client compute the same pixels.
+"""
+
+from beit_preprocessing._batch import preprocess_batch, preprocess_requests
+from beit_preprocessing._config import MODES, PARAMETER_KEYS, Mode, PreprocessingConfig, SizeSpec
+from beit_preprocessing._decode import SUPPORTED_FORMATS, decode_image
+from beit_preprocessing._errors import (
+    EmptyImageError,
+    InconsistentSizesError,
+    InvalidImageError,
+    TooManyPixelsError,
+    TruncatedImageError,
+    UndecodableImageError,
+)
+from beit_preprocessing._transforms import Pixels, preprocess_bytes, preprocess_image, resize_output_size
+
+__all__ = [
+    "EmptyImageError",
+    "InconsistentSizesError",
+    "InvalidImageError",
+    "MODES",
+    "Mode",
+    "PARAMETER_KEYS",
+    "Pixels",
+    "PreprocessingConfig",
+    "SUPPORTED_FORMATS",
+    "SizeSpec",
+    "TooManyPixelsError",
+    "TruncatedImageError",
+    "UndecodableImageError",
+    "decode_image",
+    "preprocess_batch",
+    "preprocess_bytes",
+    "preprocess_image",
+    "preprocess_requests",
+    "resize_output_size",
+]

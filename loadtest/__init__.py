@@ -1,0 +1,1 @@
+"""Load tests (Locust) and the capacity benchmark for a served BEiT."""

@@ -1,0 +1,224 @@
+"""python -m loadtest.benchmark --model random-base|CHECKPOINT --out results/ [--url http://HOST:8000]
+
+Runs every measurement in one process on one machine, prints the table with the targets' PASS/FAIL
+lines, and writes OUT/benchmark.json, OUT/throughput.png and OUT/latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import platform
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from beit_preprocessing import preprocess_bytes
+from loadtest.benchmark import baselines, preprocessing, report, serving
+from loadtest.benchmark.artifacts import Artifacts, prepare
+from loadtest.benchmark.repository import (
+    PREPROCESS_MODEL,
+    model_parameters,
+    preprocessing_config,
+    with_preprocess_mode,
+    without_dynamic_batching,
+)
+from loadtest.corpus import PHOTO_SIZE, photo_corpus, synthetic_corpus
+from loadtest.urls import url_for_protocol
+
+logger = logging.getLogger("loadtest.benchmark")
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.benchmark", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--model", default="random-base", help="random-tiny|random-base|random-large, or a checkpoint"
+    )
+    parser.add_argument("--out", type=Path, default=Path("results"), help="Folder for JSON, plots, artifacts")
+    parser.add_argument(
+        "--url",
+        default="",
+        help="Measure this running server (HTTP URL; it must serve --model) instead of starting one; "
+        "only its own batching setting is measured then",
+    )
+    parser.add_argument("--grpc-url", default="", help="gRPC URL of --url's server (default: its port 8001)")
+    parser.add_argument("--duration-s", type=float, default=15.0, help="Measured seconds per point")
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="Unmeasured seconds before each point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--ort-batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--protocols", nargs="+", choices=["http", "grpc"], default=["http", "grpc"])
+    parser.add_argument("--skip-pipeline", action="store_true", help="Leave out the HF pipeline baseline")
+    parser.add_argument("--skip-no-batching", action="store_true", help="Leave out the batching-off server")
+    parser.add_argument("--corpus-size", type=int, default=32, help="Images in each generated corpus")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_arguments(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    artifacts = prepare(args.model, args.out / "artifacts")
+    results, points = run(args, artifacts)
+    targets = report.evaluate_targets(results, points)
+    results["targets"] = [asdict(t) for t in targets]
+    report.write_json(args.out / "benchmark.json", results)
+    plots = report.plot(args.out, results, points)
+    print(report.table(results, points, targets))
+    print(f"\nwrote {args.out / 'benchmark.json'}, {', '.join(str(p) for p in plots)}")
+    return 0
+
+
+def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any], list[serving.ServedPoint]]:
+    timing = {"duration_s": args.duration_s, "warmup_s": args.warmup_s}
+    # Served requests carry the mixed-size corpus; per-image preprocessing costs are quoted on VGA photos.
+    mixed = synthetic_corpus(args.corpus_size)
+    photos = photo_corpus(args.corpus_size)
+    exact, max_pixels = preprocessing_config(artifacts.repository, "exact")
+    fast, _ = preprocessing_config(artifacts.repository, "fast")
+    results: dict[str, Any] = {
+        "environment": {
+            "model": artifacts.name,
+            "cores": preprocessing.available_cores(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "url": args.url or None,
+            **timing,
+        }
+    }
+
+    logger.info("in-process baselines")
+    if not args.skip_pipeline:
+        results["hf_pipeline"] = asdict(baselines.hf_pipeline(artifacts.checkpoint, mixed, **timing))
+    pixels = [preprocess_bytes(image, exact, max_pixels=max_pixels) for image in mixed[:8]]
+    batches = baselines.onnx_batches(artifacts.onnx_model, pixels, args.ort_batch_sizes, **timing)
+    results["onnxruntime"] = {
+        "batches": [asdict(m) for m in batches],
+        "best": asdict(max(batches, key=lambda m: m.images_per_s)),
+        "end_to_end_batch_1": asdict(
+            baselines.onnx_end_to_end(artifacts.onnx_model, mixed, exact, max_pixels=max_pixels, **timing)
+        ),
+    }
+
+    logger.info("preprocessing in-process")
+    results["preprocessing"] = {
+        "image_size": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}",
+        "in_process": {
+            mode: asdict(preprocessing.in_process(photos, config, max_pixels=max_pixels, **timing))
+            for mode, config in (("exact", exact), ("fast", fast))
+        },
+        "stages_ms": preprocessing.stage_costs(photos, exact, max_pixels=max_pixels),
+        "served": {},
+    }
+
+    points: list[serving.ServedPoint] = []
+    if args.url:
+        urls = {
+            "http": url_for_protocol(args.url, "http"),
+            "grpc": args.grpc_url or url_for_protocol(args.url, "grpc"),
+        }
+        _measure_server(
+            args, urls, photos, mixed, results, points, dynamic_batching=True, label="as deployed"
+        )
+    else:
+        deployed_mode = model_parameters(artifacts.repository, PREPROCESS_MODEL).get("mode", "exact")
+        with _server(artifacts.repository) as urls:
+            _measure_server(
+                args, urls, photos, mixed, results, points, dynamic_batching=True, label=deployed_mode
+            )
+        # The other preprocessing mode needs a server of its own: the mode is a parameter read at load.
+        other_mode = "fast" if deployed_mode == "exact" else "exact"
+        other = with_preprocess_mode(artifacts.repository, args.out / "artifacts" / other_mode, other_mode)
+        with _server(other) as urls:
+            results["preprocessing"]["served"][other_mode] = asdict(
+                _served_preprocessing(urls, photos, timing)
+            )
+        if not args.skip_no_batching:
+            no_batching = without_dynamic_batching(
+                artifacts.repository, args.out / "artifacts" / "no-batching"
+            )
+            with _server(no_batching) as urls:
+                _measure_server(
+                    args, urls, photos, mixed, results, points, dynamic_batching=False, label=None
+                )
+    results["serving"] = [
+        {"protocol": p.protocol, "dynamic_batching": p.dynamic_batching, **asdict(p.measurement)}
+        for p in points
+    ]
+    results["triton_statistics"] = [
+        {
+            "protocol": p.protocol,
+            "dynamic_batching": p.dynamic_batching,
+            "concurrency": p.measurement.concurrency,
+            "models": p.statistics,
+        }
+        for p in points
+    ]
+    return results, points
+
+
+def _measure_server(
+    args: argparse.Namespace,
+    urls: dict[str, str],
+    photos: list[bytes],
+    mixed: list[bytes],
+    results: dict[str, Any],
+    points: list[serving.ServedPoint],
+    *,
+    dynamic_batching: bool,
+    label: str | None,
+) -> None:
+    timing = {"duration_s": args.duration_s, "warmup_s": args.warmup_s}
+    if label is not None:
+        logger.info("served preprocessing (%s)", label)
+        results["preprocessing"]["served"][label] = asdict(_served_preprocessing(urls, photos, timing))
+    for protocol in args.protocols:
+        logger.info("served beit over %s, dynamic batching %s", protocol, "on" if dynamic_batching else "off")
+        points.extend(
+            serving.sweep(
+                urls[protocol],
+                protocol,
+                mixed,
+                args.concurrency,
+                dynamic_batching=dynamic_batching,
+                statistics_url=urls["http"],
+                **timing,
+            )
+        )
+
+
+def _served_preprocessing(urls: dict[str, str], photos: list[bytes], timing: dict[str, float]):
+    # Enough requests in flight to keep every core's decoder busy, batched as the dynamic batcher would.
+    cores = preprocessing.available_cores()
+    return preprocessing.served(urls["http"], photos, batch_size=4, concurrency=max(2, cores), **timing)
+
+
+@contextlib.contextmanager
+def _server(repository: Path) -> Iterator[dict[str, str]]:
+    from beit_serve import EmbeddedServer
+
+    http_port, grpc_port, metrics_port = _free_ports(3)
+    # Triton's log would drown the table; it goes next to the repository it served.
+    log_file = repository.with_name(f"triton-{repository.name}.log")
+    log_file.unlink(missing_ok=True)
+    logger.info("starting the embedded server on %s (log: %s)", repository, log_file)
+    with EmbeddedServer(
+        repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, log_file=log_file
+    ) as server:
+        yield {"http": server.http_url, "grpc": server.grpc_url}
+
+
+def _free_ports(count: int) -> list[int]:
+    # Bound together so the kernel hands out distinct ports; released just before the server binds them.
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""The benchmark's results: targets evaluated on measured numbers, a side-by-side table, JSON, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from loadtest.benchmark.serving import ServedPoint
+from loadtest.benchmark.timing import Measurement
+
+# The issue's targets; thresholds are fixed here so every run is judged the same way.
+SERVED_VS_CEILING = 0.9
+SERVED_VS_PIPELINE = 2.0
+PREPROCESS_EXACT_PER_CORE = 170.0
+PREPROCESS_FAST_PER_CORE = 400.0
+SERVING_OVERHEAD_MS = 15.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    passed: bool | None  # None: not measured in this run
+
+    def line(self) -> str:
+        verdict = "N/A " if self.passed is None else ("PASS" if self.passed else "FAIL")
+        return f"{verdict}  {self.name}: {self.measured}"
+
+
+def best(points: Sequence[ServedPoint], protocol: str | None = None) -> ServedPoint | None:
+    """The highest-throughput point with batching on (as deployed when measuring a running server)."""
+    candidates = [
+        p
+        for p in points
+        if p.dynamic_batching and (protocol is None or p.protocol == protocol) and p.measurement.failures == 0
+    ]
+    return max(candidates, key=lambda p: p.measurement.images_per_s, default=None)
+
+
+def at_concurrency(points: Sequence[ServedPoint], protocol: str, concurrency: int) -> ServedPoint | None:
+    return next(
+        (
+            p
+            for p in points
+            if p.dynamic_batching and p.protocol == protocol and p.measurement.concurrency == concurrency
+        ),
+        None,
+    )
+
+
+def evaluate_targets(results: dict[str, Any], points: Sequence[ServedPoint]) -> list[Target]:
+    targets = []
+    ceiling = results["onnxruntime"]["best"]["images_per_s"]
+    pipeline = results["hf_pipeline"]["images_per_s"] if results.get("hf_pipeline") else None
+    grpc = best(points, "grpc")
+    served = best(points)
+    if grpc is None:
+        targets.append(
+            Target(f"served gRPC >= {SERVED_VS_CEILING}x in-process ORT best batch", "no gRPC run", None)
+        )
+    else:
+        ratio = grpc.measurement.images_per_s / ceiling
+        targets.append(
+            Target(
+                f"served gRPC >= {SERVED_VS_CEILING}x in-process ORT best batch",
+                f"{grpc.measurement.images_per_s:.2f} vs {ceiling:.2f} img/s = {ratio:.2f}x "
+                f"(concurrency {grpc.measurement.concurrency})",
+                ratio >= SERVED_VS_CEILING,
+            )
+        )
+    if served is None or pipeline is None:
+        targets.append(Target(f"served >= {SERVED_VS_PIPELINE}x HF pipeline", "not measured", None))
+    else:
+        ratio = served.measurement.images_per_s / pipeline
+        targets.append(
+            Target(
+                f"served >= {SERVED_VS_PIPELINE}x HF pipeline",
+                f"{served.measurement.images_per_s:.2f} ({served.protocol}) vs {pipeline:.2f} img/s "
+                f"= {ratio:.2f}x",
+                ratio >= SERVED_VS_PIPELINE,
+            )
+        )
+    in_process = results["preprocessing"]["in_process"]
+    for mode, threshold in (("exact", PREPROCESS_EXACT_PER_CORE), ("fast", PREPROCESS_FAST_PER_CORE)):
+        rate = in_process.get(mode, {}).get("images_per_s")
+        targets.append(
+            Target(
+                f"preprocessing {mode} >= {threshold:.0f} img/s per core",
+                "not measured" if rate is None else f"{rate:.1f} img/s on one thread",
+                None if rate is None else rate >= threshold,
+            )
+        )
+    local_p50 = results["onnxruntime"]["end_to_end_batch_1"]["p50_ms"]
+    for protocol in ("grpc", "http"):
+        point = at_concurrency(points, protocol, 1)
+        name = f"{protocol} concurrency 1: served p50 - in-process p50 <= {SERVING_OVERHEAD_MS:.0f} ms"
+        if point is None:
+            targets.append(Target(name, "no concurrency-1 run", None))
+            continue
+        overhead = point.measurement.p50_ms - local_p50
+        targets.append(
+            Target(
+                name,
+                f"{point.measurement.p50_ms:.1f} - {local_p50:.1f} = {overhead:.1f} ms "
+                "(in-process: decode + preprocess + ORT batch 1)",
+                overhead <= SERVING_OVERHEAD_MS,
+            )
+        )
+    return targets
+
+
+def table(results: dict[str, Any], points: Sequence[ServedPoint], targets: Sequence[Target]) -> str:
+    lines = []
+    env = results["environment"]
+    lines.append(
+        f"BEiT capacity benchmark: {env['model']} on {env['cores']} cores, {env['duration_s']:g} s per point"
+    )
+    lines.append("")
+    lines.append(f"{'what':<44} {'img/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
+
+    def row(label: str, m: dict[str, Any] | Measurement) -> None:
+        m = m if isinstance(m, dict) else asdict(m)
+        lines.append(
+            f"{label:<44} {m['images_per_s']:8.2f} {m['p50_ms']:8.1f} {m['p95_ms']:8.1f} "
+            f"{m['p99_ms']:8.1f} {m['failures']:5d}"
+        )
+
+    lines.append("-- same machine, no server")
+    if results.get("hf_pipeline"):
+        row("HF pipeline, 1 image per call", results["hf_pipeline"])
+    for m in results["onnxruntime"]["batches"]:
+        row(f"ONNX Runtime in-process, batch {m['batch_size']}", m)
+    row("in-process bytes->probabilities, batch 1", results["onnxruntime"]["end_to_end_batch_1"])
+
+    pre = results["preprocessing"]
+    lines.append(f"-- preprocessing only, {pre['image_size']} JPEGs")
+    for mode, m in pre["in_process"].items():
+        row(f"in-process {mode}, 1 thread (= per core)", m)
+    for mode, m in pre["served"].items():
+        row(f"served beit_preprocess {mode}, all cores", m)
+        lines.append(f"{'':<44} {m['images_per_s'] / env['cores']:8.2f}  img/s per core")
+    stages = pre.get("stages_ms")
+    if stages:
+        lines.append(
+            "stage costs (exact, ms/img): "
+            + ", ".join(f"{k.removesuffix('_ms')} {v:.2f}" for k, v in stages.items())
+        )
+
+    lines.append("-- served beit ensemble through the SDK")
+    for p in points:
+        batching = "batching" if p.dynamic_batching else "no batching"
+        row(f"{p.protocol} {batching}, concurrency {p.measurement.concurrency}", p.measurement)
+        if p.measurement.first_error:
+            lines.append(f"    first error: {p.measurement.first_error[:150]}")
+
+    shown = best(points, "grpc") or best(points)
+    if shown is not None:
+        lines.append(
+            f"-- where time goes: Triton statistics, {shown.protocol} concurrency "
+            f"{shown.measurement.concurrency} (ms per request)"
+        )
+        lines.append(
+            f"{'model':<18} {'requests':>8} {'execs':>6} {'batch':>6} {'queue':>7} "
+            f"{'input':>7} {'infer':>7} {'output':>7} {'total':>7}"
+        )
+        for name, s in sorted(shown.statistics.items()):
+            batch = s["mean_batch_size"]
+            lines.append(
+                f"{name:<18} {s['requests']:8d} {s['executions']:6d} "
+                f"{'-' if batch is None else f'{batch:.2f}':>6} {s['queue_ms']:7.1f} "
+                f"{s['compute_input_ms']:7.1f} {s['compute_infer_ms']:7.1f} {s['compute_output_ms']:7.1f} "
+                f"{s['request_ms']:7.1f}"
+            )
+
+    lines.append("-- targets")
+    lines.extend(t.line() for t in targets)
+    return "\n".join(lines)
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    path.write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def plot(out: Path, results: dict[str, Any], points: Sequence[ServedPoint]) -> list[Path]:
+    """throughput.png and latency.png against concurrency, one line per protocol and batching mode, with
+    the in-process ceiling and the HF pipeline as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[ServedPoint]] = {}
+    for p in points:
+        series.setdefault(f"{p.protocol}, {'batching' if p.dynamic_batching else 'no batching'}", []).append(
+            p
+        )
+    ceiling = results["onnxruntime"]["best"]
+    pipeline = results.get("hf_pipeline")
+    end_to_end = results["onnxruntime"]["end_to_end_batch_1"]
+    paths = []
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for label, ps in series.items():
+        ps = sorted(ps, key=lambda p: p.measurement.concurrency)
+        axes.plot(
+            [p.measurement.concurrency for p in ps],
+            [p.measurement.images_per_s for p in ps],
+            "o-",
+            label=label,
+        )
+    axes.axhline(
+        ceiling["images_per_s"],
+        color="black",
+        linestyle="--",
+        label=f"ceiling: ORT in-process, batch {ceiling['batch_size']}",
+    )
+    if pipeline:
+        axes.axhline(pipeline["images_per_s"], color="gray", linestyle=":", label="baseline: HF pipeline")
+    axes.set(xlabel="concurrent clients", ylabel="images / s", title="Throughput")
+    axes.set_ylim(bottom=0)
+    axes.legend()
+    axes.grid(True, alpha=0.3)
+    paths.append(_save(figure, out / "throughput.png"))
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for index, (label, ps) in enumerate(series.items()):
+        ps = sorted(ps, key=lambda p: p.measurement.concurrency)
+        color = f"C{index}"
+        x = [p.measurement.concurrency for p in ps]
+        axes.plot(x, [p.measurement.p50_ms for p in ps], "o-", color=color, label=f"{label} p50")
+        axes.plot(x, [p.measurement.p95_ms for p in ps], "s--", color=color, alpha=0.6, label=f"{label} p95")
+    axes.axhline(end_to_end["p50_ms"], color="black", linestyle="--", label="ceiling: in-process batch 1 p50")
+    if pipeline:
+        axes.axhline(pipeline["p50_ms"], color="gray", linestyle=":", label="baseline: HF pipeline p50")
+    axes.set(xlabel="concurrent clients", ylabel="ms", title="Latency")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize="small")
+    axes.grid(True, alpha=0.3)
+    paths.append(_save(figure, out / "latency.png"))
+    return paths
+
+
+def _save(figure: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    for axes in figure.axes:
+        # Concurrencies double from point to point: log2 spacing, labelled with the plain numbers.
+        axes.set_xscale("log", base=2)
+        axes.xaxis.set_major_formatter(ScalarFormatter())
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

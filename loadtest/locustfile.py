@@ -1,0 +1,118 @@
+"""Locust users that classify real encoded images through the beit_client SDK, over HTTP or gRPC.
+
+    locust -f loadtest/locustfile.py --host http://HOST:8000                  # both protocols, half each
+    locust -f loadtest/locustfile.py --host grpc://HOST:8001 GrpcBeitUser     # one protocol, by class name
+    locust -f loadtest/locustfile.py,loadtest/shape.py --headless --host ...  # step up to the p95 SLO
+
+Each user owns one SDK client (its own connection, as one application instance would) and sends one image
+per request, back to back. Every call is reported once through `events.request` with the time the SDK
+call took, so Locust's statistics are the latency a user of the SDK sees, not a bare HTTP round trip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import grpc.experimental.gevent as grpc_gevent
+from locust import User, constant, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner
+
+# gRPC runs its own I/O threads, which would block gevent's loop and serialize every user; this makes it
+# cooperate with gevent. It must run before the first channel is created.
+grpc_gevent.init_gevent()
+
+# Locust puts only the working directory and this file's folder on sys.path; the package imports below
+# need the repository root, wherever locust is started from.
+_REPOSITORY_ROOT = str(Path(__file__).resolve().parent.parent)
+if _REPOSITORY_ROOT not in sys.path:
+    sys.path.insert(0, _REPOSITORY_ROOT)
+
+from beit_client import BeitClient  # noqa: E402
+from loadtest.corpus import load_corpus  # noqa: E402
+from loadtest.urls import url_for_protocol  # noqa: E402
+
+_corpus: list[bytes] = []
+_user_numbers = itertools.count()
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:
+    group = parser.add_argument_group("beit", "BEiT image classification load")
+    group.add_argument(
+        "--images",
+        env_var="BEIT_LOADTEST_IMAGES",
+        default="",
+        help="Folder of image files to send (every worker needs it at the same path); "
+        "default: a generated, seeded corpus of photo-like JPEGs",
+    )
+    group.add_argument("--corpus-size", type=int, default=64, help="Generated images (without --images)")
+    group.add_argument("--top-k", type=int, default=5, help="Classes asked for per image")
+    group.add_argument("--request-timeout-s", type=float, default=60.0, help="SDK timeout per request")
+
+
+@events.test_start.add_listener
+def _build_corpus(environment: Environment, **_kwargs) -> None:
+    # Built in every process that runs users, after a worker has received the master's arguments; the
+    # master sends no requests and needs none.
+    if isinstance(environment.runner, MasterRunner) or _corpus:
+        return
+    options = environment.parsed_options
+    _corpus.extend(load_corpus(options.images or None, count=options.corpus_size))
+
+
+class BeitUser(User):
+    """One application instance: an SDK client and its own walk through the corpus."""
+
+    abstract = True
+    protocol = ""
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        if not self.host:
+            raise ValueError("give the server with --host, e.g. http://HOST:8000 or grpc://HOST:8001")
+        options = self.environment.parsed_options
+        self.top_k = options.top_k
+        # Retries would hide failures and fold two attempts into one response time: a load test must
+        # see each request as it happened.
+        self.client = BeitClient(
+            url_for_protocol(self.host, self.protocol), timeout=options.request_timeout_s, max_retries=0
+        )
+        # Users start at different images so concurrent requests carry different sizes.
+        start = next(_user_numbers) % len(_corpus)
+        self.images = itertools.islice(itertools.cycle(_corpus), start, None)
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    @task
+    def classify(self) -> None:
+        image = next(self.images)
+        exception: Exception | None = None
+        start = time.perf_counter()
+        try:
+            self.client.classify([image], top_k=self.top_k)
+        # Any error is a failed request to the user of the SDK; one the SDK fails to translate must still
+        # count against the failure rate instead of vanishing from the statistics.
+        except Exception as error:
+            exception = error
+        self.environment.events.request.fire(
+            request_type=self.protocol,
+            name="classify",
+            response_time=(time.perf_counter() - start) * 1000,
+            response_length=0,
+            response=None,
+            context={},
+            exception=exception,
+        )
+
+
+class HttpBeitUser(BeitUser):
+    protocol = "http"
+
+
+class GrpcBeitUser(BeitUser):
+    protocol = "grpc"

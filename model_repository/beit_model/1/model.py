@@ -1,0 +1,106 @@
+"""BEiT on CPU inside a Python-backend model: model.onnx run by ONNX Runtime (configs/embedded.pbtxt).
+
+The embedded Triton has no onnxruntime backend, so this model does that backend's job: every request of a
+dynamic batch goes through one session run, and the outputs are split back per request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+_INPUT = "PIXEL_VALUES"
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        if not os.path.exists(path):
+            raise pb_utils.TritonModelException(
+                f"beit_model: {path} is missing; run `beit-build <checkpoint> <model_repository>` first"
+            )
+        self._session = ort.InferenceSession(
+            path, sess_options=_session_options(parameters), providers=["CPUExecutionProvider"]
+        )
+        graph_outputs = {output.name for output in self._session.get_outputs()}
+        self._outputs = [output["name"] for output in config["output"] if output["name"] in graph_outputs]
+        # Fixed (non-symbolic) dims of the graph input after the batch axis, e.g. (3, 224, 224).
+        self._input_dims = tuple(
+            dim if isinstance(dim, int) else None for dim in self._session.get_inputs()[0].shape[1:]
+        )
+        self._max_engine_batch = _int_parameter(parameters, "max_engine_batch") or None
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        pixels = [pb_utils.get_input_tensor_by_name(request, _INPUT).as_numpy() for request in requests]
+        responses: list[Any] = [None] * len(requests)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, batch in enumerate(pixels):
+            problem = self._shape_problem(batch)
+            if problem:
+                responses[index] = _error(problem)
+            else:
+                groups.setdefault(batch.shape[1:], []).append(index)
+        for indices in groups.values():
+            outputs = self._run(np.concatenate([pixels[i] for i in indices]).astype(np.float32, copy=False))
+            start = 0
+            for index in indices:
+                stop = start + len(pixels[index])
+                requested = requests[index].requested_output_names()
+                wanted = [name for name in requested if name in outputs] or self._outputs
+                responses[index] = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(name, outputs[name][start:stop]) for name in wanted]
+                )
+                start = stop
+        return responses
+
+    def _shape_problem(self, batch: np.ndarray) -> str | None:
+        expected = self._input_dims
+        if batch.ndim != 1 + len(expected) or any(
+            want is not None and have != want for have, want in zip(batch.shape[1:], expected, strict=True)
+        ):
+            shown = ", ".join("?" if dim is None else str(dim) for dim in expected)
+            return f"{_INPUT} must be [batch, {shown}], got {list(batch.shape)}"
+        return None
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        step = self._max_engine_batch or len(batch)
+        chunks = [
+            self._session.run(self._outputs, {_INPUT: batch[start : start + step]})
+            for start in range(0, len(batch), step)
+        ]
+        return {
+            name: np.ascontiguousarray(np.concatenate([chunk[i] for chunk in chunks]))
+            for i, name in enumerate(self._outputs)
+        }
+
+
+def _session_options(parameters: dict[str, str]) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = _int_parameter(parameters, "intra_op_threads")
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def _int_parameter(parameters: dict[str, str], key: str) -> int:
+    """A non-negative integer parameter; absent or empty means 0 (the default)."""
+    text = parameters.get(key, "").strip() or "0"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise pb_utils.TritonModelException(f"beit_model: parameter {key!r} must be a non-negative integer")
+    return value
+
+
+def _error(message: str) -> Any:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))

@@ -1,0 +1,66 @@
+"""Encoded image bytes -> PIXEL_VALUES, exactly as the checkpoint's image processor computes them.
+
+Under dynamic batching `execute` receives several requests; their images are preprocessed together on one
+thread pool and each request gets its own answer. A bad image fails its own request (INVALID_ARG) only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from beit_preprocessing import InvalidImageError, PreprocessingConfig, preprocess_requests
+
+_DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        try:
+            self._config = PreprocessingConfig.from_parameters(parameters)
+        except ValueError as e:
+            # The message names beit-build, which writes the checkpoint's parameters into this config.
+            raise pb_utils.TritonModelException(f"beit_preprocess: {e}") from e
+        self._max_pixels = _positive_int(parameters, "max_pixels", _DEFAULT_MAX_PIXELS)
+        threads = _positive_int(parameters, "decode_threads", 0, allow_zero=True)
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads or os.cpu_count() or 1, thread_name_prefix="beit-decode"
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        images = [pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy() for request in requests]
+        answers = preprocess_requests(
+            images, self._config, max_pixels=self._max_pixels, executor=self._executor
+        )
+        return [_response(answer) for answer in answers]
+
+    def finalize(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def _response(answer: np.ndarray | InvalidImageError) -> Any:
+    if isinstance(answer, InvalidImageError):
+        return pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(str(answer), pb_utils.TritonError.INVALID_ARG)
+        )
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PIXEL_VALUES", answer)])
+
+
+def _positive_int(parameters: dict[str, str], key: str, default: int, *, allow_zero: bool = False) -> int:
+    text = parameters.get(key, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0 or (value == 0 and not allow_zero):
+        raise pb_utils.TritonModelException(f"beit_preprocess: parameter {key!r} must be a positive integer")
+    return value

@@ -1,0 +1,202 @@
+"""An embedded Triton server: a `tritonserver` subprocess owned by a context manager."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from beit_serve import distribution
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_CONFIG_NAME = "embedded"
+
+
+class ServerStartError(RuntimeError):
+    """Triton exited, or did not become ready in time; the message carries the end of its log."""
+
+
+class EmbeddedServer:
+    """Runs Triton on `repository` until stopped.
+
+    Triton and its Python-backend stubs run in a process group of their own, so stopping the server
+    (SIGTERM, then SIGKILL for whatever outlives the grace period) leaves no stub behind.
+    """
+
+    def __init__(
+        self,
+        repository: Path | str,
+        *,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        model_config_name: str | None = EMBEDDED_CONFIG_NAME,
+        log_file: Path | None = None,
+        log_verbose: int = 0,
+        exit_timeout: int = 10,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.metrics_port = metrics_port
+        self.model_config_name = model_config_name
+        self.log_file = log_file
+        self.log_verbose = log_verbose
+        self.exit_timeout = exit_timeout
+        self.extra_args = extra_args
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def backend_directory(self) -> Path:
+        if self._workdir is None:
+            raise RuntimeError("the server is not started")
+        return Path(self._workdir.name) / "backends"
+
+    def command(self) -> list[str]:
+        args = [
+            str(distribution.tritonserver_binary()),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={self.backend_directory}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--log-verbose={self.log_verbose}",
+            # A model that fails to load should fail the start, not leave a half-served ensemble.
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            # How long Triton drains in-flight requests (and idle keep-alive connections) on SIGTERM.
+            f"--exit-timeout-secs={self.exit_timeout}",
+        ]
+        if self.model_config_name:
+            args.append(f"--model-config-name={self.model_config_name}")
+        return [*args, *self.extra_args]
+
+    def start(self) -> EmbeddedServer:
+        if self._process is not None:
+            raise RuntimeError("the server is already started")
+        if not self.repository.is_dir():
+            raise ServerStartError(f"no model repository at {self.repository}")
+        self._workdir = tempfile.TemporaryDirectory(prefix="beit-serve-")
+        distribution.prepare_backend_directory(self.backend_directory)
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = ":".join(
+            p for p in (distribution.library_path(), env.get("LD_LIBRARY_PATH")) if p
+        )
+        env["PATH"] = ":".join(p for p in (distribution.interpreter_bin_dir(), env.get("PATH")) if p)
+        if self.log_file is not None:
+            self._log = self.log_file.open("ab")
+        logger.info("starting Triton: %s", " ".join(self.command()))
+        self._process = subprocess.Popen(
+            self.command(),
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log else None,
+            start_new_session=True,
+        )
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_until_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = None if self._process is None else self._process.returncode
+                self.stop()
+                raise ServerStartError(
+                    f"Triton exited with code {code} before it was ready{self._log_tail()}"
+                )
+            if self.is_ready():
+                logger.info("Triton is ready: HTTP %s, gRPC %s", self.http_url, self.grpc_url)
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise ServerStartError(f"Triton was not ready after {timeout:.0f} s{self._log_tail()}")
+
+    @property
+    def returncode(self) -> int | None:
+        """Triton's exit code once it has exited on its own; None while it runs."""
+        return None if self._process is None else self._process.poll()
+
+    def stop(self) -> None:
+        grace_period = self.exit_timeout + 10
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=grace_period)
+                except subprocess.TimeoutExpired:
+                    logger.warning("Triton did not stop within %.0f s; killing it", grace_period)
+            # Stubs can outlive a crashed server; they share its process group.
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def _log_tail(self, lines: int = 40) -> str:
+        if self.log_file is None or not self.log_file.exists():
+            return ""
+        tail = self.log_file.read_text(errors="replace").splitlines()[-lines:]
+        return "\n--- Triton log (last lines) ---\n" + "\n".join(tail)
+
+    def __enter__(self) -> EmbeddedServer:
+        self.start()
+        try:
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass

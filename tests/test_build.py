@@ -1,0 +1,427 @@
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from google.protobuf import text_format
+from transformers import BeitConfig, BeitImageProcessorPil, BertConfig, ViTConfig
+from tritonclient.grpc import model_config_pb2
+
+from beit_build import (
+    LabelsError,
+    PreprocessingError,
+    UnsupportedCheckpointError,
+    VerificationError,
+    build_repository,
+)
+from beit_build.build import is_built
+from beit_build.check_engine import check_engine
+from beit_build.checkpoint import Checkpoint, load_checkpoint
+from beit_build.cli import main
+from beit_build.errors import EngineCheckError
+from beit_build.export import (
+    INPUT_NAME,
+    OPSET,
+    OUTPUT_NAMES,
+    BeitOutputs,
+    export_onnx,
+    onnx_node_count,
+    prepare_for_export,
+)
+from beit_build.labels import checkpoint_labels, imagenet22k_labels
+from beit_build.layer_scale import fold_layer_scale, layer_scale_report
+from beit_build.preprocessing_params import export_resolution, preprocessing_parameters
+from beit_build.random_checkpoint import random_config
+from beit_build.repository import (
+    ONNX_PATH,
+    PARAMETERS_MARKER,
+    TEMPLATE_REPOSITORY,
+    atomic_path,
+    config_files,
+    copy_template,
+    with_parameters,
+)
+from beit_build.verify import verify_onnx
+from beit_preprocessing import PARAMETER_KEYS as PREPROCESSING_KEYS
+from tests.checkpoints import save_tiny_checkpoint
+
+RESOLUTION = (224, 224)
+GENERATED_KEYS = (
+    "checkpoint",
+    "random_weights",
+    "num_labels",
+    "embedding_size",
+    "multi_label",
+    *PREPROCESSING_KEYS,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint: Path) -> Checkpoint:
+    return load_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def built(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repository = tmp_path_factory.mktemp("built")
+    build_repository(tiny_checkpoint, repository)
+    return repository
+
+
+def pixels(batch: int = 3, seed: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 3, *RESOLUTION, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def run_onnx(path: Path, pixel_values: torch.Tensor) -> dict[str, np.ndarray]:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(
+        zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixel_values.numpy()}), strict=True)
+    )
+
+
+def parameters_of(config_path: Path) -> dict[str, str]:
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def snapshot(repository: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(repository)): path.read_bytes()
+        for path in repository.rglob("*")
+        if path.is_file()
+    }
+
+
+# 1. loading
+
+
+def test_vit_and_text_checkpoints_are_refused_naming_what_was_found(tmp_path: Path) -> None:
+    for name, config in {"vit": ViTConfig(), "bert": BertConfig()}.items():
+        config.save_pretrained(tmp_path / name)
+        with pytest.raises(UnsupportedCheckpointError, match=f"'{name}'"):
+            load_checkpoint(tmp_path / name)
+
+
+def test_data2vec_vision_checkpoint_builds_and_matches_pytorch(tmp_path: Path) -> None:
+    checkpoint = save_tiny_checkpoint(tmp_path / "data2vec", data2vec=True, num_labels=7)
+    result = build_repository(checkpoint, tmp_path / "repository")
+    assert result.num_labels == 7
+    assert max(result.max_abs_diff.values()) < 1e-4
+
+
+# 2. export
+
+
+def test_onnx_has_our_names_dynamic_batch_only_and_single_op_layer_norm(
+    built: Path, tiny: Checkpoint
+) -> None:
+    model = onnx.load(str(built / ONNX_PATH))
+    assert model.opset_import[0].version == OPSET
+    (graph_input,) = model.graph.input
+    assert graph_input.name == INPUT_NAME
+    dims = [dim.dim_param or dim.dim_value for dim in graph_input.type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 224, 224]
+    assert [output.name for output in model.graph.output] == list(OUTPUT_NAMES)
+    assert any(node.op_type == "LayerNormalization" for node in model.graph.node)
+    outputs = run_onnx(built / ONNX_PATH, pixels(batch=3))
+    assert outputs["LOGITS"].shape == (3, tiny.model.config.num_labels)
+    assert outputs["EMBEDDING"].shape == (3, tiny.model.config.hidden_size)
+    np.testing.assert_allclose(outputs["PROBABILITIES"].sum(-1), 1.0, atol=1e-5)
+
+
+def test_embedding_is_the_backbone_pooler_output(built: Path, tiny: Checkpoint) -> None:
+    batch = pixels(batch=2)
+    with torch.no_grad():
+        pooled = tiny.model.base_model(batch).pooler_output.numpy()
+    np.testing.assert_allclose(run_onnx(built / ONNX_PATH, batch)["EMBEDDING"], pooled, atol=1e-5)
+
+
+def test_multi_label_head_exports_sigmoid_probabilities(tmp_path: Path) -> None:
+    checkpoint = save_tiny_checkpoint(tmp_path / "multi", multi_label=True)
+    result = build_repository(checkpoint, tmp_path / "repository")
+    outputs = run_onnx(result.onnx_path, pixels(batch=2))
+    np.testing.assert_allclose(outputs["PROBABILITIES"], 1 / (1 + np.exp(-outputs["LOGITS"])), atol=1e-6)
+    assert parameters_of(result.repository / "beit_model" / "config.pbtxt")["multi_label"] == "true"
+
+
+# 3. relative position bias computed once
+
+
+def test_precomputed_bias_graph_is_much_smaller_than_naive_export_and_equal(
+    tiny: Checkpoint, tmp_path: Path
+) -> None:
+    naive, prepared = tmp_path / "naive.onnx", tmp_path / "prepared.onnx"
+    export_onnx(BeitOutputs(tiny.model), naive, RESOLUTION)
+    export_onnx(prepare_for_export(tiny.model, RESOLUTION), prepared, RESOLUTION)
+    assert onnx_node_count(prepared) * 3 < onnx_node_count(naive)
+    batch = pixels()
+    with torch.no_grad():
+        expected = BeitOutputs(tiny.model)(batch)
+    for name, want in zip(OUTPUT_NAMES, expected, strict=True):
+        np.testing.assert_allclose(run_onnx(prepared, batch)[name], want.numpy(), atol=1e-4)
+
+
+# 4. verification
+
+
+def test_build_reports_small_differences_and_verification_refuses_a_mismatch(
+    built: Path, tiny: Checkpoint
+) -> None:
+    differences = verify_onnx(built / ONNX_PATH, tiny.model, RESOLUTION, batch_size=3)
+    assert set(differences) == set(OUTPUT_NAMES)
+    assert max(differences.values()) < 1e-4
+    other = copy.deepcopy(tiny.model)
+    with torch.no_grad():
+        other.classifier.bias.add_(1.0)
+    with pytest.raises(VerificationError, match="LOGITS"):
+        verify_onnx(built / ONNX_PATH, other, RESOLUTION)
+
+
+# 5. preprocessing parameters
+
+
+def test_preprocessing_parameters_come_from_the_checkpoint(tmp_path: Path) -> None:
+    checkpoint = save_tiny_checkpoint(tmp_path / "bicubic", resample=3)
+    parameters = preprocessing_parameters(load_checkpoint(checkpoint).image_processor)
+    assert set(parameters) == set(PREPROCESSING_KEYS)
+    assert json.loads(parameters["resample"]) == 3
+    assert json.loads(parameters["size"]) == {"height": 224, "width": 224}
+    assert json.loads(parameters["image_mean"]) == [0.5, 0.5, 0.5]
+    assert json.loads(parameters["rescale_factor"]) == pytest.approx(1 / 255)
+
+
+def test_export_resolution_is_the_center_crop_when_cropping() -> None:
+    processor = BeitImageProcessorPil(size={"shortest_edge": 256}, do_center_crop=True, crop_size=224)
+    assert export_resolution(processor, BeitConfig(image_size=224)) == (224, 224)
+    with pytest.raises(PreprocessingError, match="384"):
+        export_resolution(processor, BeitConfig(image_size=384))
+
+
+def test_processor_disagreeing_with_image_size_fails_before_export(tmp_path: Path) -> None:
+    checkpoint = save_tiny_checkpoint(tmp_path / "mismatch")
+    BeitImageProcessorPil(size={"height": 256, "width": 256}, do_center_crop=False).save_pretrained(
+        checkpoint
+    )
+    with pytest.raises(PreprocessingError, match="256x256"):
+        build_repository(checkpoint, tmp_path / "repository")
+    assert not (tmp_path / "repository").exists()
+
+
+def test_written_parameters_parse_as_a_preprocessing_config(built: Path) -> None:
+    beit_preprocessing = pytest.importorskip("beit_preprocessing")
+    parameters = parameters_of(built / "beit_preprocess" / "config.pbtxt")
+    config = beit_preprocessing.PreprocessingConfig.from_parameters(parameters)
+    assert config.output_size == RESOLUTION
+    assert config.resample == 2
+
+
+# 6. labels
+
+
+def test_shipped_imagenet22k_labels_are_the_sorted_fall11_lemmas() -> None:
+    shipped = importlib.resources.files("beit_build") / "data" / "imagenet22k_labels.txt"
+    assert shipped.is_file()
+    labels = imagenet22k_labels()
+    assert len(labels) == 21_841
+    assert (labels[0], labels[2397], labels[9205]) == ("organism, being", "tabby, tabby cat", "picture frame")
+
+
+def test_22k_head_gets_the_22k_list_and_others_their_id2label() -> None:
+    hub_like = BeitConfig(num_labels=21_841, id2label={i: f"hub {i}" for i in range(21_841)})
+    assert checkpoint_labels(hub_like) == imagenet22k_labels()
+    small = BeitConfig(num_labels=3, id2label={2: "c", 0: "a", 1: "b"})
+    assert checkpoint_labels(small) == ["a", "b", "c"]
+
+
+def test_labels_file_overrides_and_must_match_the_head(tmp_path: Path) -> None:
+    config = BeitConfig(num_labels=3)
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("x\ny\nz\n")
+    assert checkpoint_labels(config, labels_file) == ["x", "y", "z"]
+    labels_file.write_text("x\ny\n")
+    with pytest.raises(LabelsError, match="2 labels.*3"):
+        checkpoint_labels(config, labels_file)
+
+
+def test_cli_refuses_a_short_labels_file_with_a_clear_error(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("only one\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "--model",
+                str(tiny_checkpoint),
+                "--repository",
+                str(tmp_path / "r"),
+                "--labels",
+                str(labels_file),
+            ]
+        )
+    assert exit_info.value.code == 1
+    assert "1 labels, the checkpoint's head has 10" in capsys.readouterr().err
+
+
+# 7. the repository
+
+
+def test_built_repository_has_template_configs_artifacts_and_parameters_everywhere(
+    built: Path, tiny: Checkpoint
+) -> None:
+    template = {path.relative_to(TEMPLATE_REPOSITORY) for path in config_files(TEMPLATE_REPOSITORY)}
+    assert {path.relative_to(built) for path in config_files(built)} == template
+    assert len(template) >= 6
+    assert (built / "beit_model" / "labels.txt").read_text().splitlines() == [f"class {i}" for i in range(10)]
+    assert not list(built.rglob("*.tmp"))
+    for config_path in config_files(built):
+        parameters = parameters_of(config_path)
+        assert {key: json.loads(parameters[key]) for key in GENERATED_KEYS[1:5]} == {
+            "random_weights": False,
+            "num_labels": 10,
+            "embedding_size": 32,
+            "multi_label": False,
+        }
+        assert json.loads(parameters["checkpoint"]) == tiny.name
+    hand_written = parameters_of(built / "beit_preprocess" / "config.pbtxt")
+    assert "max_pixels" in hand_written
+
+
+def test_rebuilding_is_idempotent_and_logs_each_step(
+    built: Path, tiny_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repository = tmp_path / "again"
+    shutil.copytree(built, repository)
+    before = snapshot(repository)
+    with caplog.at_level(logging.INFO, logger="beit_build"):
+        build_repository(tiny_checkpoint, repository)
+    after = snapshot(repository)
+    assert before.keys() == after.keys()
+    assert {name for name in before if before[name] != after[name]} == set()
+    messages = " ".join(record.getMessage() for record in caplog.records)
+    for step in ("loading", "exporting", "verifying", "writing"):
+        assert step in messages
+
+
+def test_parameter_block_replaces_everything_after_the_marker() -> None:
+    config = 'name: "m"\n'
+    once = with_parameters(config, {"a": '"1"'})
+    assert with_parameters(once, {"a": '"1"'}) == once
+    changed = with_parameters(once + "junk\n", {"b": '{"height": 2}'})
+    assert changed.count(PARAMETERS_MARKER) == 1
+    assert "junk" not in changed and '"a"' not in changed
+    parsed = text_format.Parse(changed, model_config_pb2.ModelConfig())
+    assert parsed.parameters["b"].string_value == '{"height": 2}'
+
+
+def test_template_is_not_copied_onto_itself(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    copy_template(tmp_path, template=tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["m"]
+
+
+def test_failed_atomic_write_leaves_the_previous_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"previous")
+    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
+        temporary.write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert target.read_bytes() == b"previous"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+# 9. random checkpoints
+
+
+def test_random_sizes_have_the_published_architectures() -> None:
+    base, large = random_config("base"), random_config("large")
+    assert (base.hidden_size, base.num_hidden_layers, base.num_attention_heads, base.intermediate_size) == (
+        768,
+        12,
+        12,
+        3072,
+    )
+    assert base.num_labels == 21_841
+    assert (
+        large.hidden_size,
+        large.num_hidden_layers,
+        large.num_attention_heads,
+        large.intermediate_size,
+    ) == (
+        1024,
+        24,
+        16,
+        4096,
+    )
+    assert large.num_labels == 1000
+
+
+def test_random_tiny_build_is_marked_random(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    main(["--random", "tiny", "--repository", str(tmp_path)])
+    assert any(
+        record.levelno == logging.WARNING and "RANDOM" in record.getMessage() for record in caplog.records
+    )
+    parameters = parameters_of(tmp_path / "beit_model" / "config.pbtxt")
+    assert json.loads(parameters["random_weights"]) is True
+    assert json.loads(parameters["checkpoint"]) == "random-tiny"
+    assert json.loads(parameters["resample"]) == 2
+
+
+# 11. layer scale
+
+
+def test_folding_layer_scale_keeps_the_function(tiny: Checkpoint) -> None:
+    original = copy.deepcopy(tiny.model)
+    with torch.no_grad():
+        for layer in original.beit.layers:
+            layer.lambda_1.uniform_(1e-6, 1e-5)
+    report = layer_scale_report(original)
+    assert report.fp16_unsafe and report.min_abs_layer_scale is not None
+    folded = copy.deepcopy(original)
+    assert fold_layer_scale(folded) == 4
+    assert layer_scale_report(folded).min_abs_layer_scale is None
+    batch = pixels(batch=2)
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(batch).logits, original(batch).logits, rtol=1e-5, atol=1e-6)
+    assert not layer_scale_report(tiny.model).fp16_unsafe
+
+
+# 10. check-engine
+
+
+def test_check_engine_agrees_with_pytorch_on_onnx_runtime(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = check_engine(built, engine="onnx", batch_size=3)
+    assert (result.images, result.top1_agreement, result.top5_agreement) == (3, 1.0, 1.0)
+    assert result.max_abs_probability_diff < 1e-5
+    main(["check-engine", "--repository", str(built), "--batch-size", "2"])
+    assert "top-1 agreement 100.0%" in capsys.readouterr().out
+
+
+def test_check_engine_refuses_an_engine_this_onnxruntime_lacks(built: Path) -> None:
+    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("TensorRT is available here")
+    with pytest.raises(EngineCheckError, match="TensorrtExecutionProvider"):
+        check_engine(built, engine="tensorrt")
+
+
+def test_skip_if_built_skips_only_a_complete_build_of_the_same_checkpoint(
+    built: Path, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert is_built(built, str(tiny_checkpoint))
+    assert not is_built(built, "microsoft/beit-base-patch16-224")
+    assert not is_built(tmp_path, str(tiny_checkpoint))
+    before = snapshot(built)
+    main(["--model", str(tiny_checkpoint), "--repository", str(built), "--skip-if-built"])
+    assert "not rebuilding" in capsys.readouterr().out
+    assert snapshot(built) == before

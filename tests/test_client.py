@@ -1,0 +1,474 @@
+"""Unit tests of the SDK on the in-memory transport: no server."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import io
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from beit_client import (
+    AsyncBeitClient,
+    AsyncMockTransport,
+    BeitClient,
+    BeitClientError,
+    InferRequest,
+    InvalidImageError,
+    InvalidRequestError,
+    MockTransport,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    Prediction,
+    RequestTimeoutError,
+    RetryPolicy,
+    ServerError,
+    ServerUnavailableError,
+    ServerURL,
+)
+from beit_client._retry import retry_delay, should_retry
+from beit_client._transports._errors import translate_transport_errors
+from beit_preprocessing import PreprocessingConfig, preprocess_bytes
+from tests.test_client_fakes import (
+    LABELS,
+    MAX_BATCH_SIZE,
+    beit_handler,
+    image_bytes,
+    label_index,
+    model_configs,
+)
+
+FAST_RETRY = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.002)
+Handler = Callable[[InferRequest], Any]
+
+
+def make_client(handler: Handler = beit_handler, **options: Any) -> tuple[BeitClient, MockTransport]:
+    transport = MockTransport(handler, model_configs=model_configs(), **options.pop("transport_options", {}))
+    options.setdefault("retry", FAST_RETRY)
+    return BeitClient("http://fake:8000", transport=transport, **options), transport
+
+
+def make_async_client(
+    handler: Any = beit_handler, **options: Any
+) -> tuple[AsyncBeitClient, AsyncMockTransport]:
+    transport = AsyncMockTransport(
+        handler, model_configs=model_configs(), **options.pop("transport_options", {})
+    )
+    options.setdefault("retry", FAST_RETRY)
+    return AsyncBeitClient("http://fake:8000", transport=transport, **options), transport
+
+
+def sent_images(transport: MockTransport | AsyncMockTransport) -> list[bytes]:
+    return [row[0] for request in transport.requests for row in request.inputs["IMAGE"]]
+
+
+def failing_times(times: int, error: BaseException, then: Handler = beit_handler) -> Handler:
+    calls = {"n": 0}
+
+    def handler(request: InferRequest) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise error
+        return then(request)
+
+    return handler
+
+
+# ---- images in, bytes out ----
+
+
+def test_files_bytes_and_file_objects_are_sent_as_they_are(tmp_path: Path) -> None:
+    jpeg = image_bytes(9, fmt="JPEG")
+    path = tmp_path / "a.jpg"
+    path.write_bytes(jpeg)
+    client, transport = make_client()
+    client.classify([str(path), path, jpeg, bytearray(jpeg), io.BytesIO(jpeg)])
+    assert sent_images(transport) == [jpeg] * 5
+
+
+def test_pil_images_and_arrays_are_sent_as_lossless_png() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    gray = rgb[:, :, 0].copy()
+    client, transport = make_client()
+    client.classify([Image.fromarray(rgb), rgb, gray])
+    decoded = [np.asarray(Image.open(io.BytesIO(data))) for data in sent_images(transport)]
+    assert all(data.startswith(b"\x89PNG") for data in sent_images(transport))
+    np.testing.assert_array_equal(decoded[0], rgb)
+    np.testing.assert_array_equal(decoded[1], rgb)
+    np.testing.assert_array_equal(decoded[2], gray)
+
+
+def test_jpeg_encoding_is_used_when_asked_per_call_or_per_client() -> None:
+    rgb = np.full((8, 8, 3), 128, dtype=np.uint8)
+    client, transport = make_client()
+    client.classify(rgb, encoding="jpeg", jpeg_quality=80)
+    other, other_transport = make_client(encoding="jpeg")
+    other.classify(Image.fromarray(rgb).convert("RGBA"))
+    assert sent_images(transport)[0].startswith(b"\xff\xd8")
+    assert sent_images(other_transport)[0].startswith(b"\xff\xd8")
+
+
+@pytest.fixture
+def image_server() -> Iterator[str]:
+    body = image_bytes(13)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            payload = body if self.path == "/cat.png" else body * 100
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_images_are_fetched_and_oversized_ones_refused(
+    image_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("beit_client._images.MAX_URL_IMAGE_BYTES", 1000)
+    monkeypatch.setattr("beit_client._images.ImageOptions.__init__.__defaults__", ("png", 95, 5.0, 1000))
+    client, transport = make_client()
+    outcomes = client.classify(
+        [f"{image_server}/cat.png", f"{image_server}/huge.png"], return_exceptions=True
+    )
+    assert sent_images(transport) == [image_bytes(13)]
+    assert isinstance(outcomes[0], list)
+    assert isinstance(outcomes[1], InvalidImageError) and outcomes[1].index == 1
+
+
+def test_unreadable_inputs_fail_alone_with_their_index(tmp_path: Path) -> None:
+    client, transport = make_client()
+    outcomes = client.classify(
+        [image_bytes(5), tmp_path / "missing.png", np.zeros((4, 4), np.float32)], return_exceptions=True
+    )
+    assert isinstance(outcomes[0], list)
+    assert [type(o) for o in outcomes[1:]] == [InvalidImageError, InvalidImageError]
+    assert [o.index for o in outcomes[1:] if isinstance(o, InvalidImageError)] == [1, 2]
+    assert "missing.png" in str(outcomes[1])
+    assert len(sent_images(transport)) == 1
+
+
+# ---- results ----
+
+
+def test_classification_strings_are_parsed_with_labels_holding_colons_and_commas() -> None:
+    client, transport = make_client()
+    [predictions] = client.classify(image_bytes(2), top_k=3)
+    assert predictions[0] == Prediction(label=LABELS[2], score=0.7, index=2)
+    assert [p.label for p in predictions] == [LABELS[2], LABELS[0], LABELS[1]]
+    assert transport.requests[0].outputs[0].class_count == 3
+    assert transport.requests[0].model == "beit"
+
+
+def test_a_label_less_answer_keeps_the_index_as_its_name() -> None:
+    client, _ = make_client(lambda request: {"PROBABILITIES": np.array([[b"0.5:7"]], dtype=object)})
+    assert client.classify(image_bytes(3), top_k=1) == [[Prediction(label="7", score=0.5, index=7)]]
+
+
+def test_embed_returns_one_row_per_image_in_input_order() -> None:
+    client, transport = make_client()
+    vectors = client.embed([image_bytes(w) for w in range(1, 11)])
+    assert vectors.shape == (10, 8) and vectors.dtype == np.float32
+    assert vectors[:, 0].tolist() == list(range(1, 11))
+    assert {request.model for request in transport.requests} == {"beit_embedding"}
+
+
+def test_model_info_reads_the_checkpoint_parameters() -> None:
+    client, _ = make_client()
+    info = client.model_info()
+    assert (info.checkpoint, info.num_labels, info.embedding_size, info.max_batch_size) == (
+        "tiny/random-beit",
+        len(LABELS),
+        8,
+        MAX_BATCH_SIZE,
+    )
+    assert info.random_weights and not info.multi_label
+    assert info.preprocessing == PreprocessingConfig()
+
+
+# ---- chunking and concurrency ----
+
+
+def test_many_images_are_chunked_to_the_max_batch_size_and_answered_in_order() -> None:
+    client, transport = make_client()
+    widths = list(range(1, 12))
+    results = client.classify([image_bytes(w) for w in widths], top_k=1)
+    assert [r[0].index for r in results] == [label_index(w) for w in widths]
+    assert sorted(request.batch_size for request in transport.requests) == [3, 4, 4]
+    assert all(request.inputs["IMAGE"].shape[1] == 1 for request in transport.requests)
+
+
+def test_chunks_are_sent_concurrently_but_never_more_than_max_concurrency() -> None:
+    in_flight, peak, lock = 0, 0, threading.Lock()
+
+    def slow(request: InferRequest) -> Any:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.05)
+        with lock:
+            in_flight -= 1
+        return beit_handler(request)
+
+    client, _ = make_client(slow, max_concurrency=2)
+    results = client.classify([image_bytes(w) for w in range(1, 22)], top_k=1)
+    assert [r[0].index for r in results] == [label_index(w) for w in range(1, 22)]
+    assert peak == 2
+
+
+# ---- errors ----
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("400", InvalidRequestError),
+        ("404", ModelNotFoundError),
+        ("500", ServerError),
+        ("503", ServerUnavailableError),
+        ("StatusCode.INVALID_ARGUMENT", InvalidRequestError),
+        ("StatusCode.NOT_FOUND", ModelNotFoundError),
+        ("StatusCode.INTERNAL", ServerError),
+        ("StatusCode.UNAVAILABLE", ServerUnavailableError),
+        ("StatusCode.DEADLINE_EXCEEDED", RequestTimeoutError),
+        ("StatusCode.UNIMPLEMENTED", InvalidRequestError),
+        (None, ServerError),
+    ],
+)
+def test_tritonclient_statuses_become_sdk_errors(status: str | None, expected: type[BeitClientError]) -> None:
+    original = InferenceServerException("whatever the text says", status=status)
+    with pytest.raises(expected) as caught, translate_transport_errors():
+        raise original
+    assert caught.value.__cause__ is original
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (ConnectionRefusedError(111, "refused"), ServerUnavailableError),
+        (ConnectionResetError(), ServerUnavailableError),
+        (TimeoutError(), RequestTimeoutError),
+        (aiohttp.ServerDisconnectedError(), ServerUnavailableError),
+        (aiohttp.ServerTimeoutError(), RequestTimeoutError),
+    ],
+)
+def test_connection_failures_become_transient_errors(raised: BaseException, expected: type) -> None:
+    with pytest.raises(expected) as caught, translate_transport_errors():
+        raise raised
+    assert caught.value.__cause__ is raised
+
+
+def test_transient_errors_are_retried_then_succeed() -> None:
+    client, transport = make_client(failing_times(2, InferenceServerException("busy", status="503")))
+    assert client.classify(image_bytes(1), top_k=1)[0][0].index == label_index(1)
+    assert len(transport.requests) == 3
+
+
+def test_transient_errors_surface_after_the_last_retry() -> None:
+    client, transport = make_client(failing_times(99, ConnectionRefusedError()), max_retries=1)
+    with pytest.raises(ServerUnavailableError):
+        client.classify(image_bytes(1))
+    assert len(transport.requests) == 2
+
+
+def test_permanent_errors_are_not_retried() -> None:
+    client, transport = make_client(failing_times(99, InferenceServerException("boom", status="500")))
+    with pytest.raises(ServerError):
+        client.classify(image_bytes(1))
+    assert len(transport.requests) == 1
+
+
+def test_unavailable_on_a_live_server_with_the_model_unready_is_model_not_ready() -> None:
+    client, _ = make_client(
+        failing_times(99, InferenceServerException("x", status="503")),
+        transport_options={"ready_models": {"beit_embedding"}},
+    )
+    with pytest.raises(ModelNotReadyError):
+        client.classify(image_bytes(1))
+
+
+def test_an_unknown_model_is_model_not_found() -> None:
+    transport = MockTransport(beit_handler, model_configs={})
+    with pytest.raises(ModelNotFoundError):
+        BeitClient("grpc://fake", transport=transport).classify(image_bytes(1))
+
+
+@pytest.mark.parametrize("retries_done", range(8))
+def test_backoff_grows_exponentially_within_cap_and_jitter(retries_done: int) -> None:
+    policy = RetryPolicy(max_retries=10, initial_delay=0.5, max_delay=8.0)
+    ceiling = min(0.5 * 2**retries_done, 8.0)
+    delays = [retry_delay(retries_done, policy, random.Random(seed)) for seed in range(50)]
+    assert all(0.75 * ceiling <= delay <= ceiling for delay in delays)
+
+
+def test_only_transient_errors_within_the_retry_budget_are_retried() -> None:
+    policy = RetryPolicy(max_retries=2)
+    assert should_retry(ServerUnavailableError(), 1, policy)
+    assert not should_retry(ServerUnavailableError(), 2, policy)
+    assert should_retry(RequestTimeoutError(), 0, policy)
+    assert not should_retry(InvalidRequestError(), 0, policy)
+
+
+def test_an_invalid_image_fails_alone_and_the_rest_of_its_chunk_is_answered() -> None:
+    client, transport = make_client()
+    images = [image_bytes(1), image_bytes(2), b"not an image", image_bytes(3), image_bytes(5)]
+    outcomes = client.classify(images, top_k=1, return_exceptions=True)
+    error = outcomes[2]
+    assert isinstance(error, InvalidImageError) and error.index == 2
+    assert isinstance(error.__cause__, InvalidRequestError)
+    assert [o[0].index for i, o in enumerate(outcomes) if i != 2 and isinstance(o, list)] == [
+        label_index(w) for w in (1, 2, 3, 5)
+    ]
+    # One failed batch of 4, its 4 images again one by one, and the second chunk.
+    assert sorted(request.batch_size for request in transport.requests) == [1, 1, 1, 1, 1, 4]
+
+
+def test_without_return_exceptions_the_first_failure_is_raised_after_every_chunk_ran() -> None:
+    client, transport = make_client()
+    images = [image_bytes(1), b"bad", image_bytes(2), image_bytes(3), image_bytes(4), b"worse"]
+    with pytest.raises(InvalidImageError) as caught:
+        client.classify(images)
+    assert caught.value.index == 1
+    assert len(sent_images(transport)) == 6 + 4 + 2
+
+
+# ---- options ----
+
+
+def test_headers_and_timeouts_merge_client_and_call_values() -> None:
+    client, transport = make_client(headers={"Authorization": "Bearer a", "X-Team": "vision"})
+    client.classify(image_bytes(1), headers={"Authorization": "Bearer b"}, timeout=2.5)
+    request = transport.requests[0]
+    assert dict(request.headers) == {"Authorization": "Bearer b", "X-Team": "vision"}
+    assert request.timeout == 2.5
+
+
+def test_client_side_preprocessing_sends_pixels_to_beit_model() -> None:
+    client, transport = make_client(preprocess="client")
+    data = image_bytes(30, 20)
+    rgb = np.random.default_rng(1).integers(0, 256, (12, 9, 3), dtype=np.uint8)
+    client.classify([data, rgb], top_k=2)
+    [request] = transport.requests
+    pixels = request.inputs["PIXEL_VALUES"]
+    assert request.model == "beit_model" and pixels.dtype == np.float32 and pixels.shape == (2, 3, 224, 224)
+    config = PreprocessingConfig()
+    np.testing.assert_array_equal(pixels[0], preprocess_bytes(data, config, max_pixels=10**8))
+    png = io.BytesIO()
+    Image.fromarray(rgb).save(png, format="PNG")
+    np.testing.assert_array_equal(pixels[1], preprocess_bytes(png.getvalue(), config, max_pixels=10**8))
+
+
+def test_client_side_preprocessing_reports_undecodable_images_without_sending_them() -> None:
+    client, transport = make_client(preprocess="client")
+    outcomes = client.classify([b"junk", image_bytes(4)], return_exceptions=True)
+    assert isinstance(outcomes[0], InvalidImageError) and outcomes[0].index == 0
+    assert transport.requests[0].batch_size == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "tls", "port"),
+    [
+        ("http://localhost", "http", False, 8000),
+        ("https://triton.example:443", "http", True, 443),
+        ("grpc://10.0.0.1", "grpc", False, 8001),
+        ("grpcs://triton.example:9000", "grpc", True, 9000),
+    ],
+)
+def test_the_url_scheme_picks_the_protocol(url: str, protocol: str, tls: bool, port: int) -> None:
+    parsed = ServerURL.parse(url)
+    assert (parsed.protocol, parsed.tls, parsed.port) == (protocol, tls, port)
+
+
+@pytest.mark.parametrize("url", ["ftp://host", "localhost:8000", "http://host/v2/models"])
+def test_unusable_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        ServerURL.parse(url)
+
+
+def test_health_checks_answer_false_when_the_server_is_down() -> None:
+    client, _ = make_client()
+    assert client.live() and client.ready()
+    down, _ = make_client(transport_options={"live": False})
+    assert not down.live() and not down.ready()
+
+
+def test_real_transports_are_built_from_the_url_without_connecting() -> None:
+    with BeitClient("http://127.0.0.1:1") as http_client, BeitClient("grpc://127.0.0.1:1") as grpc_client:
+        assert type(http_client._transport).__name__ == "HTTPTransport"
+        assert type(grpc_client._transport).__name__ == "GRPCTransport"
+        assert not http_client.live(timeout=1.0)
+        assert not grpc_client.live(timeout=1.0)
+
+
+# ---- async: the same behaviour ----
+
+
+async def test_async_client_chunks_concurrently_and_keeps_order() -> None:
+    in_flight, peak = 0, 0
+
+    async def slow(request: InferRequest) -> Any:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return beit_handler(request)
+
+    async with make_async_client(slow, max_concurrency=2)[0] as client:
+        results = await client.classify([image_bytes(w) for w in range(1, 22)], top_k=1)
+    assert [r[0].index for r in results] == [label_index(w) for w in range(1, 22)]
+    assert peak == 2
+
+
+async def test_async_client_isolates_an_invalid_image_and_returns_exceptions() -> None:
+    client, transport = make_async_client()
+    images = [image_bytes(1), b"bad", image_bytes(2)]
+    outcomes = await client.classify(images, top_k=1, return_exceptions=True)
+    assert isinstance(outcomes[1], InvalidImageError) and outcomes[1].index == 1
+    assert [o[0].index for o in (outcomes[0], outcomes[2]) if isinstance(o, list)] == [1, 2]
+    with pytest.raises(InvalidImageError):
+        await client.classify(images)
+
+
+async def test_async_client_retries_transient_errors() -> None:
+    client, transport = make_async_client(
+        failing_times(2, InferenceServerException("x", status="StatusCode.UNAVAILABLE"))
+    )
+    vectors = await client.embed([image_bytes(3), image_bytes(4)])
+    assert vectors[:, 0].tolist() == [3, 4]
+    assert len(transport.requests) == 3
+
+
+async def test_async_client_reads_model_info_and_health() -> None:
+    client, _ = make_async_client(preprocess="client")
+    info = await client.model_info()
+    assert info.num_labels == len(LABELS)
+    assert await client.live() and await client.ready()
+    results = await client.classify([image_bytes(6)], top_k=2)
+    assert len(results[0]) == 2
+
+
+async def test_async_real_transports_report_a_down_server_as_not_live() -> None:
+    for url in ("http://127.0.0.1:1", "grpc://127.0.0.1:1"):
+        async with AsyncBeitClient(url) as client:
+            assert not await client.live(timeout=1.0)

@@ -1,0 +1,324 @@
+"""The GPU deployment (docker-compose.yml, build/Dockerfile.*, build/tensorrt, deploy/), checked without a
+Docker engine or a GPU: what Compose itself accepts, what each service is wired to, and that the images
+install what the code running in them imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+REPOSITORY = ROOT / "model_repository"
+TRITON_DOCKERFILE = ROOT / "build" / "Dockerfile.triton"
+
+
+def compose_config(**env: str) -> dict[str, Any]:
+    """The file as Compose resolves it (interpolation, anchors, defaults), for the given environment."""
+    # Debian's docker-compose (v1.29) validates against the Compose schema with no engine running. Missing
+    # is a failure, not a skip: an unvalidated compose file is exactly what this test exists to prevent.
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose not found: apt-get install -y docker-compose"
+    clean = {k: v for k, v in os.environ.items() if k not in {"TRITON_MODEL_CONFIG", "MODEL", "HF_TOKEN"}}
+    result = subprocess.run(
+        [binary, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "config"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    return compose_config()["services"]
+
+
+def volumes(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """target -> (source, read_only), whatever syntax Compose printed."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target, *mode = volume.split(":")
+            mounts[target] = (source, mode == ["ro"])
+        else:
+            mounts[volume["target"]] = (volume["source"], bool(volume.get("read_only")))
+    return mounts
+
+
+def published_ports(service: dict[str, Any]) -> set[int]:
+    ports = set()
+    for port in service.get("ports", []):
+        ports.add(int(port["published"]) if isinstance(port, dict) else int(str(port).split(":")[0]))
+    return ports
+
+
+def gpu_reserved(service: dict[str, Any]) -> bool:
+    devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    return any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+
+
+def triton_flag(service: dict[str, Any], flag: str) -> str:
+    (value,) = [arg.split("=", 1)[1] for arg in service["command"] if arg.startswith(f"--{flag}=")]
+    return value
+
+
+def load_plan_args() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("plan_args", ROOT / "build" / "tensorrt" / "plan_args.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compose_file_is_valid_for_compose(services: dict[str, Any]) -> None:
+    assert set(services) == {
+        "triton",
+        "build",
+        "tensorrt",
+        "prometheus",
+        "grafana",
+        "locust-master",
+        "locust-worker",
+    }
+
+
+def test_plain_up_starts_triton_prometheus_and_grafana_and_the_rest_needs_a_profile(
+    services: dict[str, Any],
+) -> None:
+    always = {name for name, service in services.items() if not service.get("profiles")}
+    assert always == {"triton", "prometheus", "grafana"}
+    assert services["build"]["profiles"] == ["build"]
+    assert services["tensorrt"]["profiles"] == ["tensorrt"]
+    assert services["locust-master"]["profiles"] == services["locust-worker"]["profiles"] == ["loadtest"]
+
+
+def test_triton_reserves_gpus_publishes_its_ports_and_checks_readiness(services: dict[str, Any]) -> None:
+    triton = services["triton"]
+    assert gpu_reserved(triton)
+    assert published_ports(triton) == {8000, 8001, 8002}
+    assert (triton_flag(triton, "http-port"), triton_flag(triton, "grpc-port")) == ("8000", "8001")
+    assert triton_flag(triton, "metrics-port") == "8002"
+    health = " ".join(triton["healthcheck"]["test"])
+    assert "http://localhost:8000/v2/health/ready" in health
+
+
+def test_triton_serves_the_repository_read_only_and_caches_engines_on_a_volume(
+    services: dict[str, Any],
+) -> None:
+    from tests.test_model_configs import parse, tensorrt_accelerator
+
+    triton = services["triton"]
+    mounts = volumes(triton)
+    repository = triton_flag(triton, "model-repository")
+    assert mounts[repository] == (str(REPOSITORY), True)
+    cache_path = tensorrt_accelerator(parse(REPOSITORY / "beit_model" / "config.pbtxt"))[
+        "trt_engine_cache_path"
+    ]
+    source, read_only = mounts[cache_path]
+    assert not read_only
+    assert source in compose_config()["volumes"], "the engine cache must outlive the container"
+
+
+def test_model_config_name_defaults_to_config_pbtxt_and_selects_tensorrt_on_request(
+    services: dict[str, Any],
+) -> None:
+    # "config" has no configs/config.pbtxt anywhere (test_model_configs keeps it so): config.pbtxt loads.
+    assert triton_flag(services["triton"], "model-config-name") == "config"
+    chosen = compose_config(TRITON_MODEL_CONFIG="tensorrt")["services"]["triton"]
+    assert triton_flag(chosen, "model-config-name") == "tensorrt"
+    assert (REPOSITORY / "beit_model" / "configs" / "tensorrt.pbtxt").is_file()
+
+
+def test_build_step_writes_the_repository_from_the_chosen_checkpoint(services: dict[str, Any]) -> None:
+    build = services["build"]
+    assert not gpu_reserved(build)
+    command = build["command"]
+    assert command[command.index("--model") + 1] == "microsoft/beit-base-patch16-224-pt22k-ft22k"
+    target = command[command.index("--repository") + 1]
+    assert volumes(build)[target] == (str(REPOSITORY), False)
+    assert "/root/.cache/huggingface" in volumes(build)
+    other = compose_config(MODEL="microsoft/beit-large-patch16-224")["services"]["build"]["command"]
+    assert other[other.index("--model") + 1] == "microsoft/beit-large-patch16-224"
+
+
+def test_tensorrt_step_has_a_gpu_and_writes_into_the_repository(services: dict[str, Any]) -> None:
+    tensorrt = services["tensorrt"]
+    assert gpu_reserved(tensorrt)
+    (target,) = tensorrt["command"]
+    assert volumes(tensorrt)[target] == (str(REPOSITORY), False)
+
+
+def test_locust_targets_triton_and_waits_for_it(services: dict[str, Any]) -> None:
+    master, worker = services["locust-master"], services["locust-worker"]
+    assert master["command"][master["command"].index("--host") + 1] == "http://triton:8000"
+    assert master["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert "--worker" in worker["command"]
+    assert worker["command"][worker["command"].index("--master-host") + 1] == "locust-master"
+    for service in (master, worker):
+        assert service["command"][service["command"].index("-f") + 1] == "loadtest/locustfile.py"
+        assert service["build"]["dockerfile"] == "build/Dockerfile.locust"
+
+
+def test_prometheus_scrapes_triton_metrics_port(services: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = [
+        t for job in config["scrape_configs"] for static in job["static_configs"] for t in static["targets"]
+    ]
+    assert targets == [f"triton:{triton_flag(services['triton'], 'metrics-port')}"]
+
+
+def test_grafana_dashboard_uses_the_provisioned_datasource_and_tritons_metric_names() -> None:
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["url"] == "http://prometheus:9090"
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "beit-triton.json").read_text())
+    exprs = " ".join(target["expr"] for panel in dashboard["panels"] for target in panel["targets"])
+    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
+    uids |= {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
+    assert uids == {datasource["uid"]}
+    # Metric names as Triton 24.10 exports them (server docs/user_guide/metrics.md).
+    for metric in (
+        "nv_inference_request_success",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_gpu_utilization",
+        "nv_gpu_memory_used_bytes",
+    ):
+        assert metric in exprs
+
+
+def test_triton_and_tensorrt_images_are_the_same_release() -> None:
+    def base(name: str) -> str:
+        (line,) = [ln for ln in (ROOT / "build" / name).read_text().splitlines() if ln.startswith("FROM ")]
+        return line.split(":")[-1]
+
+    # A plan only deserializes in the TensorRT version that built it.
+    assert base("Dockerfile.triton") == base("Dockerfile.tensorrt") == "24.10-py3"
+
+
+def third_party_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def test_triton_image_installs_everything_the_preprocessor_imports() -> None:
+    sources = [
+        REPOSITORY / "beit_preprocess" / "1" / "model.py",
+        *sorted((ROOT / "client" / "beit_preprocessing").glob("*.py")),
+    ]
+    missing = [path for path in sources if not path.is_file()]
+    assert sources[0].is_file() and len(sources) > 1, f"preprocessor sources not written yet: {missing}"
+    imports = set().union(*(third_party_imports(path) for path in sources))
+    dockerfile = TRITON_DOCKERFILE.read_text()
+    pip_installs = " ".join(re.findall(r"pip install ([^\n&]+)", dockerfile)).lower()
+
+    def pip_installed(distribution: str) -> bool:
+        return f"{distribution}==" in pip_installs
+
+    def copied(package: str) -> bool:
+        return re.search(rf"^COPY client/{package} ", dockerfile, re.MULTILINE) is not None
+
+    # How each import reaches the Triton image. numpy ships with it (the Python backend needs it; FACTS.md),
+    # triton_python_backend_utils comes with the Python backend.
+    provided_by_image = {"numpy", "triton_python_backend_utils"}
+    installed = {
+        "PIL": pip_installed("pillow"),
+        "beit_preprocessing": copied("beit_preprocessing"),
+    }
+    unknown = imports - provided_by_image - set(installed)
+    assert not unknown, f"the preprocessor imports {unknown}: install them in {TRITON_DOCKERFILE.name}"
+    assert all(installed[name] for name in imports & set(installed)), installed
+    ignore = (ROOT / "build" / "Dockerfile.triton.dockerignore").read_text().splitlines()
+    assert "!client/beit_preprocessing/" in ignore
+
+
+def test_triton_image_pins_a_pillow_with_a_wheel_for_its_python_310() -> None:
+    # pillow 13 requires Python >= 3.11; the 24.10 image is Ubuntu 22.04 with Python 3.10.
+    (version,) = re.findall(r"pillow==([\d.]+)", TRITON_DOCKERFILE.read_text())
+    assert int(version.split(".")[0]) <= 12
+
+
+def tiny_onnx(path: Path, *, layer_norms: int, height: int | str = 224) -> Path:
+    x = helper.make_tensor_value_info("PIXEL_VALUES", TensorProto.FLOAT, ["batch", 3, height, 224])
+    y = helper.make_tensor_value_info("LOGITS", TensorProto.FLOAT, ["batch", 3, height, 224])
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [224], [1.0] * 224)
+    bias = helper.make_tensor("bias", TensorProto.FLOAT, [224], [0.0] * 224)
+    nodes, previous = [], "PIXEL_VALUES"
+    for i in range(layer_norms):
+        out = "LOGITS" if i == layer_norms - 1 else f"h{i}"
+        nodes.append(
+            helper.make_node("LayerNormalization", [previous, "scale", "bias"], [out], name=f"/layer.{i}/ln")
+        )
+        previous = out
+    if not nodes:
+        nodes.append(helper.make_node("Identity", ["PIXEL_VALUES"], ["LOGITS"], name="/identity"))
+    graph = helper.make_graph(nodes, "tiny", [x], [y], [scale, bias])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_plan_arguments_cover_the_batchers_range_and_keep_layernorm_in_fp32(tmp_path: Path) -> None:
+    plan_args = load_plan_args()
+    config = REPOSITORY / "beit_model" / "configs" / "tensorrt.pbtxt"
+    args = plan_args.trtexec_args(config, tiny_onnx(tmp_path / "model.onnx", layer_norms=2))
+    assert args == [
+        "--minShapes=PIXEL_VALUES:1x3x224x224",
+        "--optShapes=PIXEL_VALUES:16x3x224x224",
+        "--maxShapes=PIXEL_VALUES:32x3x224x224",
+        "--fp16",
+        "--layerPrecisions=/layer.0/ln:fp32,/layer.1/ln:fp32",
+        "--precisionConstraints=obey",
+    ]
+
+
+def test_plan_arguments_refuse_a_graph_without_layernormalization_ops(tmp_path: Path) -> None:
+    plan_args = load_plan_args()
+    config = REPOSITORY / "beit_model" / "configs" / "tensorrt.pbtxt"
+    with pytest.raises(plan_args.PlanArgsError, match="opset >= 17"):
+        plan_args.trtexec_args(config, tiny_onnx(tmp_path / "model.onnx", layer_norms=0))
+
+
+def test_plan_arguments_need_an_image_size_from_the_graph_or_the_checkpoint(tmp_path: Path) -> None:
+    plan_args = load_plan_args()
+    config = REPOSITORY / "beit_model" / "configs" / "tensorrt.pbtxt"
+    onnx_path = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height="height")
+    with_size = tmp_path / "tensorrt.pbtxt"
+    with_size.write_text(
+        config.read_text()
+        + 'parameters { key: "do_center_crop" value { string_value: "false" } }\n'
+        + 'parameters { key: "size" value { string_value: "{\\"height\\": 384, \\"width\\": 384}" } }\n'
+    )
+    assert plan_args.trtexec_args(with_size, onnx_path)[0] == "--minShapes=PIXEL_VALUES:1x3x384x384"
+    if "size" not in plan_args.load_config(config).parameters:
+        with pytest.raises(plan_args.PlanArgsError, match="image size"):
+            plan_args.trtexec_args(config, onnx_path)
+
+
+def test_plan_build_script_is_valid_bash() -> None:
+    subprocess.run(["bash", "-n", str(ROOT / "build" / "tensorrt" / "build_plan.sh")], check=True)

@@ -1,0 +1,76 @@
+"""beit-serve as a user runs it: a process that serves until a signal, then leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.server
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "beit-serve exited before it was ready"
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError("beit-serve was not ready in time")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_beit_serve_shuts_down_cleanly_on_a_signal_leaving_no_stub_processes(
+    tiny_repository, tmp_path, stop_signal
+):
+    # A copy of its own, so the stubs of the session's shared server do not count.
+    repository = shutil.copytree(tiny_repository, tmp_path / "repository")
+    http_port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "beit_serve",
+            "--repository",
+            str(repository),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ],
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{http_port}", process)
+        assert processes_mentioning(str(repository)), "no Python-backend stub is running"
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert processes_mentioning(str(repository)) == []
