@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -102,6 +103,21 @@ class HTTPTransport(Transport):
             client.close()
 
 
+_LARGEST_RAW_BODY = 2**20
+"""aiohttp sends a bytes body in one blocking write and warns (ResourceWarning) above this size."""
+
+
+class _AsyncInferenceServerClient(aiohttpclient.InferenceServerClient):  # type: ignore[misc]
+    """tritonclient hands aiohttp every request body as bytes, and a batch of photos is over aiohttp's 1 MiB
+    limit for those: aiohttp wrote each such body in one piece on the event loop and raised a ResourceWarning
+    (an error under `-W error`). Large bodies go as a file object instead, which aiohttp streams in chunks."""
+
+    async def _post(self, request_uri: str, request_body: Any, headers: Any, query_params: Any) -> Any:
+        if isinstance(request_body, (bytes, bytearray)) and len(request_body) > _LARGEST_RAW_BODY:
+            request_body = io.BytesIO(request_body)
+        return await super()._post(request_uri, request_body, headers, query_params)
+
+
 class AsyncHTTPTransport(AsyncTransport):
     """aiohttp's session timeout is per client; a per-call timeout is enforced around the await instead."""
 
@@ -111,7 +127,7 @@ class AsyncHTTPTransport(AsyncTransport):
         if url.tls:
             tls_options = {"ssl": True, "ssl_context": (tls or TLSConfig()).build_ssl_context()}
         # The session's own limit stays above any per-call timeout the caller may choose.
-        self._client = aiohttpclient.InferenceServerClient(
+        self._client = _AsyncInferenceServerClient(
             url.authority, conn_limit=max(concurrency, 1) * 2, conn_timeout=None, **tls_options
         )
 

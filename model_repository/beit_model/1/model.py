@@ -24,7 +24,8 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         if not os.path.exists(path):
             raise pb_utils.TritonModelException(
-                f"beit_model: {path} is missing; run `beit-build <checkpoint> <model_repository>` first"
+                f"beit_model: {path} is missing; "
+                "run `beit-build --model CHECKPOINT --repository MODEL_REPOSITORY` first"
             )
         self._session = ort.InferenceSession(
             path, sess_options=_session_options(parameters), providers=["CPUExecutionProvider"]
