@@ -26,14 +26,14 @@ def tiny_repository(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
 
     repository = tmp_path_factory.mktemp("tiny-repository")
     build_repository(tiny_checkpoint, repository)
-    widen_batching_window(repository / "beit_preprocess" / "config.pbtxt")
+    widen_batching_window(repository / "beit_preprocess" / "configs" / "embedded.pbtxt")
     return repository
 
 
 def widen_batching_window(config: Path) -> None:
     """Concurrent test requests then share one preprocessor batch deterministically, not by luck."""
     text = config.read_text()
-    widened = text.replace("max_queue_delay_microseconds: 1000\n", "max_queue_delay_microseconds: 100000\n")
+    widened = text.replace("max_queue_delay_microseconds: 0\n", "max_queue_delay_microseconds: 100000\n")
     assert widened != text, f"no batching window to widen in {config}"
     config.write_text(widened)
 

@@ -74,3 +74,19 @@ def test_beit_serve_shuts_down_cleanly_on_a_signal_leaving_no_stub_processes(
         if process.poll() is None:
             process.kill()
     assert processes_mentioning(str(repository)) == []
+
+
+def test_cpu_seconds_count_the_work_of_triton_and_its_stubs(triton_server):
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    from tests.images import encode, photo
+
+    client = httpclient.InferenceServerClient(triton_server.http_url.removeprefix("http://"))
+    images = np.array([[encode(photo(640, 480, seed=i), "JPEG")] for i in range(8)], dtype=np.object_)
+    image_input = httpclient.InferInput("IMAGE", list(images.shape), "BYTES")
+    image_input.set_data_from_numpy(images)
+    before = triton_server.cpu_seconds()
+    for _ in range(5):
+        client.infer("beit", [image_input])
+    assert triton_server.cpu_seconds() > before

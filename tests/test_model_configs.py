@@ -231,10 +231,10 @@ def test_warmup_uses_the_profiles_image_size_and_a_batch_it_can_take() -> None:
         assert list(warmup.inputs[name].dims) == max_dims[1:]
 
 
-def test_profile_image_size_matches_the_generated_checkpoint_parameters_when_built() -> None:
-    config = variants("beit_model")["config.pbtxt"]
-    if "size" not in config.parameters:
-        pytest.skip("beit-build has not appended the checkpoint parameters yet")
+def test_profile_image_size_matches_the_checkpoint_parameters_a_build_writes(tiny_repository: Path) -> None:
+    config = text_format.Parse(
+        (tiny_repository / "beit_model" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
     parameters = {key: json.loads(value.string_value) for key, value in config.parameters.items()}
     size = parameters["crop_size"] if parameters.get("do_center_crop") else parameters["size"]
     (_, max_dims) = profile_shapes(tensorrt_accelerator(config))["max"]

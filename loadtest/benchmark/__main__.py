@@ -12,25 +12,34 @@ import logging
 import platform
 import socket
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from beit_preprocessing import preprocess_bytes
 from loadtest.benchmark import baselines, preprocessing, report, serving
 from loadtest.benchmark.artifacts import Artifacts, prepare
+from loadtest.benchmark.report import PER_CORE_LAYOUT
 from loadtest.benchmark.repository import (
     PREPROCESS_MODEL,
     model_parameters,
     preprocessing_config,
-    with_preprocess_mode,
+    with_preprocessor,
     without_dynamic_batching,
 )
 from loadtest.corpus import PHOTO_SIZE, photo_corpus, synthetic_corpus
 from loadtest.urls import url_for_protocol
 
 logger = logging.getLogger("loadtest.benchmark")
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where a measured server answers, and its CPU clock when it runs on this machine."""
+
+    urls: dict[str, str]
+    cpu_seconds: Callable[[], float] | None = None
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -111,38 +120,55 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
             for mode, config in (("exact", exact), ("fast", fast))
         },
         "stages_ms": preprocessing.stage_costs(photos, exact, max_pixels=max_pixels),
+        "fast_vs_exact": preprocessing.fast_mode_deviation(
+            photos, exact, fast, baselines.onnx_session(artifacts.onnx_model), max_pixels=max_pixels
+        ),
         "served": {},
     }
 
     points: list[serving.ServedPoint] = []
     if args.url:
-        urls = {
-            "http": url_for_protocol(args.url, "http"),
-            "grpc": args.grpc_url or url_for_protocol(args.url, "grpc"),
-        }
+        # A server elsewhere: its CPU time cannot be read from here.
+        remote = Server(
+            {
+                "http": url_for_protocol(args.url, "http"),
+                "grpc": args.grpc_url or url_for_protocol(args.url, "grpc"),
+            }
+        )
         _measure_server(
-            args, urls, photos, mixed, results, points, dynamic_batching=True, label="as deployed"
+            args, remote, photos, mixed, results, points, dynamic_batching=True, label="as deployed"
         )
     else:
         deployed_mode = model_parameters(artifacts.repository, PREPROCESS_MODEL).get("mode", "exact")
-        with _server(artifacts.repository) as urls:
+        with _server(artifacts.repository) as server:
             _measure_server(
-                args, urls, photos, mixed, results, points, dynamic_batching=True, label=deployed_mode
+                args,
+                server,
+                photos,
+                mixed,
+                results,
+                points,
+                dynamic_batching=True,
+                label=f"{deployed_mode}, as deployed",
             )
-        # The other preprocessing mode needs a server of its own: the mode is a parameter read at load.
-        other_mode = "fast" if deployed_mode == "exact" else "exact"
-        other = with_preprocess_mode(artifacts.repository, args.out / "artifacts" / other_mode, other_mode)
-        with _server(other) as urls:
-            results["preprocessing"]["served"][other_mode] = asdict(
-                _served_preprocessing(urls, photos, timing)
+        # Each mode once more as one single-threaded process per core, the cheapest layout per image; the
+        # layout and the mode are read when the model loads, so each needs a server of its own.
+        cores = preprocessing.available_cores()
+        for mode in ("exact", "fast"):
+            variant = with_preprocessor(
+                artifacts.repository, args.out / "artifacts" / f"{mode}-per-core", mode=mode, instances=cores
             )
+            with _server(variant) as server:
+                results["preprocessing"]["served"][f"{mode}, {PER_CORE_LAYOUT}"] = asdict(
+                    _served_preprocessing(server, photos, timing)
+                )
         if not args.skip_no_batching:
             no_batching = without_dynamic_batching(
                 artifacts.repository, args.out / "artifacts" / "no-batching"
             )
-            with _server(no_batching) as urls:
+            with _server(no_batching) as server:
                 _measure_server(
-                    args, urls, photos, mixed, results, points, dynamic_batching=False, label=None
+                    args, server, photos, mixed, results, points, dynamic_batching=False, label=None
                 )
     results["serving"] = [
         {"protocol": p.protocol, "dynamic_batching": p.dynamic_batching, **asdict(p.measurement)}
@@ -162,7 +188,7 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
 
 def _measure_server(
     args: argparse.Namespace,
-    urls: dict[str, str],
+    server: Server,
     photos: list[bytes],
     mixed: list[bytes],
     results: dict[str, Any],
@@ -174,30 +200,37 @@ def _measure_server(
     timing = {"duration_s": args.duration_s, "warmup_s": args.warmup_s}
     if label is not None:
         logger.info("served preprocessing (%s)", label)
-        results["preprocessing"]["served"][label] = asdict(_served_preprocessing(urls, photos, timing))
+        results["preprocessing"]["served"][label] = asdict(_served_preprocessing(server, photos, timing))
     for protocol in args.protocols:
         logger.info("served beit over %s, dynamic batching %s", protocol, "on" if dynamic_batching else "off")
         points.extend(
             serving.sweep(
-                urls[protocol],
+                server.urls[protocol],
                 protocol,
                 mixed,
                 args.concurrency,
                 dynamic_batching=dynamic_batching,
-                statistics_url=urls["http"],
+                statistics_url=server.urls["http"],
                 **timing,
             )
         )
 
 
-def _served_preprocessing(urls: dict[str, str], photos: list[bytes], timing: dict[str, float]):
+def _served_preprocessing(server: Server, photos: list[bytes], timing: dict[str, float]):
     # Enough requests in flight to keep every core's decoder busy, batched as the dynamic batcher would.
     cores = preprocessing.available_cores()
-    return preprocessing.served(urls["http"], photos, batch_size=4, concurrency=max(2, cores), **timing)
+    return preprocessing.served(
+        server.urls["http"],
+        photos,
+        batch_size=4,
+        concurrency=max(2, cores),
+        server_cpu_clock=server.cpu_seconds,
+        **timing,
+    )
 
 
 @contextlib.contextmanager
-def _server(repository: Path) -> Iterator[dict[str, str]]:
+def _server(repository: Path) -> Iterator[Server]:
     from beit_serve import EmbeddedServer
 
     http_port, grpc_port, metrics_port = _free_ports(3)
@@ -208,7 +241,7 @@ def _server(repository: Path) -> Iterator[dict[str, str]]:
     with EmbeddedServer(
         repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, log_file=log_file
     ) as server:
-        yield {"http": server.http_url, "grpc": server.grpc_url}
+        yield Server({"http": server.http_url, "grpc": server.grpc_url}, server.cpu_seconds)
 
 
 def _free_ports(count: int) -> list[int]:

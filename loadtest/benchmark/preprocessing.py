@@ -7,8 +7,9 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,34 @@ def stage_costs(
     return {stage: total / count for stage, total in totals.items()}
 
 
+def fast_mode_deviation(
+    images: Sequence[bytes],
+    exact: PreprocessingConfig,
+    fast: PreprocessingConfig,
+    session: Any,
+    *,
+    max_pixels: int,
+) -> dict[str, float]:
+    """What fast mode costs in fidelity on photos: max and mean |Δpixel| against exact mode (normalized
+    units), and how often the model's top 5 (as a set) and top 1 agree between the two."""
+    exact_pixels = np.stack([preprocess_bytes(data, exact, max_pixels=max_pixels) for data in images])
+    fast_pixels = np.stack([preprocess_bytes(data, fast, max_pixels=max_pixels) for data in images])
+    difference = np.abs(exact_pixels - fast_pixels)
+    top = {
+        mode: np.argsort(-session.run(["PROBABILITIES"], {"PIXEL_VALUES": pixels})[0], axis=1)[:, :5]
+        for mode, pixels in (("exact", exact_pixels), ("fast", fast_pixels))
+    }
+    return {
+        "images": len(images),
+        "max_abs_pixel_diff": float(difference.max()),
+        "mean_abs_pixel_diff": float(difference.mean()),
+        "top5_agreement": float(
+            np.mean([set(a) == set(b) for a, b in zip(top["exact"], top["fast"], strict=True)])
+        ),
+        "top1_agreement": float(np.mean(top["exact"][:, 0] == top["fast"][:, 0])),
+    }
+
+
 def served(
     url: str,
     images: Sequence[bytes],
@@ -73,9 +102,12 @@ def served(
     concurrency: int,
     duration_s: float,
     warmup_s: float,
+    server_cpu_clock: Callable[[], float] | None = None,
 ) -> Measurement:
     """`beit_preprocess` over HTTP, `batch_size` images per request from `concurrency` clients; the
-    pixels come back as binary tensors. Includes the transfer of 600 KB of float32 per 224x224 image."""
+    pixels come back as binary tensors. Includes the transfer of 600 KB of float32 per 224x224 image.
+    With the server's CPU clock, the measurement also carries the server's CPU time, so img/s per core
+    excludes this load generator, which shares the machine."""
     import tritonclient.http as httpclient
 
     address = url.split("://", 1)[-1]
@@ -97,7 +129,12 @@ def served(
         return call
 
     return closed_loop(
-        factory, concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s, batch_size=batch_size
+        factory,
+        concurrency=concurrency,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        batch_size=batch_size,
+        server_cpu_clock=server_cpu_clock,
     )
 
 

@@ -146,6 +146,24 @@ class EmbeddedServer:
         self.stop()
         raise ServerStartError(f"Triton was not ready after {timeout:.0f} s{self._log_tail()}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time Triton and its Python-backend stubs have used so far (Linux /proc): what serving
+        costs, apart from whatever else shares the machine, such as a load generator."""
+        if self._process is None:
+            raise RuntimeError("the server is not started")
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                # Fields after the parenthesized command name: state, ppid, pgrp, ..., utime (12th), stime.
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self._process.pid:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     @property
     def returncode(self) -> int | None:
         """Triton's exit code once it has exited on its own; None while it runs."""

@@ -30,14 +30,13 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"beit_preprocess: {e}") from e
         self._max_pixels = _positive_int(parameters, "max_pixels", _DEFAULT_MAX_PIXELS)
         threads = _positive_int(parameters, "decode_threads", 0, allow_zero=True)
-        self._executor = ThreadPoolExecutor(
-            max_workers=threads or os.cpu_count() or 1, thread_name_prefix="beit-decode"
-        )
+        self._threads = threads or os.cpu_count() or 1
+        self._executor = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="beit-decode")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         images = [pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy() for request in requests]
         answers = preprocess_requests(
-            images, self._config, max_pixels=self._max_pixels, executor=self._executor
+            images, self._config, max_pixels=self._max_pixels, executor=self._executor, workers=self._threads
         )
         return [_response(answer) for answer in answers]
 
