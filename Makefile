@@ -12,7 +12,7 @@ METRICS_PORT ?= 8002
 BIN := $(VENV)/bin
 CHECKPOINT_ARGS := $(if $(RANDOM),--random $(RANDOM),--model $(MODEL))
 
-.PHONY: install build serve test lint bench loadtest clean
+.PHONY: install build serve test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -38,8 +38,9 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# The full benchmark (about 15 minutes on 2 cores): table on stdout, JSON and plots in results/benchmark.
 bench: install
-	$(BIN)/python -m loadtest.benchmark $(if $(RANDOM),--random $(RANDOM),--model $(MODEL)) --out results/benchmark
+	$(BIN)/python -m loadtest.benchmark --model $(if $(RANDOM),random-$(RANDOM),$(MODEL)) --out results/benchmark
 
 clean:
 	rm -rf $(VENV) results

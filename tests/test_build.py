@@ -17,6 +17,7 @@ from transformers import BeitConfig, BeitImageProcessorPil, BertConfig, ViTConfi
 from tritonclient.grpc import model_config_pb2
 
 from beit_build import (
+    CheckpointNotFoundError,
     LabelsError,
     PreprocessingError,
     UnsupportedCheckpointError,
@@ -425,3 +426,16 @@ def test_skip_if_built_skips_only_a_complete_build_of_the_same_checkpoint(
     main(["--model", str(tiny_checkpoint), "--repository", str(built), "--skip-if-built"])
     assert "not rebuilding" in capsys.readouterr().out
     assert snapshot(built) == before
+
+
+def test_a_timm_checkpoint_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architecture": "beit_base_patch16_224", "num_classes": 1000, "pretrained_cfg": {}})
+    )
+    with pytest.raises(UnsupportedCheckpointError, match="timm checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointNotFoundError, match="cannot load"):
+        load_checkpoint(tmp_path / "no-such-checkpoint")

@@ -3,6 +3,7 @@
 from beit_build.build import BuildResult, build_repository
 from beit_build.errors import (
     BuildError,
+    CheckpointNotFoundError,
     LabelsError,
     PreprocessingError,
     UnsupportedCheckpointError,
@@ -12,6 +13,7 @@ from beit_build.errors import (
 __all__ = [
     "BuildError",
     "BuildResult",
+    "CheckpointNotFoundError",
     "LabelsError",
     "PreprocessingError",
     "UnsupportedCheckpointError",

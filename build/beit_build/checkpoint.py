@@ -13,10 +13,11 @@ from transformers import (
     BaseImageProcessor,
     BeitForImageClassification,
     Data2VecVisionForImageClassification,
+    PretrainedConfig,
     PreTrainedModel,
 )
 
-from beit_build.errors import UnsupportedCheckpointError
+from beit_build.errors import CheckpointNotFoundError, UnsupportedCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def load_checkpoint(source: str | Path, *, name: str | None = None) -> Checkpoin
     """`name` is what the repository records as the checkpoint (the hub id or folder by default)."""
     name = name if name is not None else str(source)
     logger.info("loading checkpoint %s", name)
+    _check_loadable(source, name)
     config = AutoConfig.from_pretrained(source)
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedCheckpointError(
@@ -58,3 +60,19 @@ def load_checkpoint(source: str | Path, *, name: str | None = None) -> Checkpoin
         config.num_labels,
     )
     return Checkpoint(name=name, model=model, image_processor=image_processor)
+
+
+def _check_loadable(source: str | Path, name: str) -> None:
+    """Clear errors for what transformers reports confusingly: a missing checkpoint, and a timm one
+    (transformers would suggest installing timm, which needs torchvision; it marks a timm config.json
+    as model type "timm_wrapper")."""
+    try:
+        raw_config, _ = PretrainedConfig.get_config_dict(source)
+    except OSError as e:
+        raise CheckpointNotFoundError(f"cannot load {name}: {e}") from e
+    if raw_config.get("model_type", "timm_wrapper") == "timm_wrapper" and "architecture" in raw_config:
+        raise UnsupportedCheckpointError(
+            f"{name} is a timm checkpoint ({raw_config['architecture']}); beit-build loads transformers "
+            "checkpoints (BeitForImageClassification, Data2VecVisionForImageClassification): use the "
+            "transformers release of the same weights, e.g. microsoft/beit-base-patch16-224"
+        )

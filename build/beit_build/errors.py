@@ -1,10 +1,12 @@
 """Errors raised by beit-build.
 
 BuildError
+├── CheckpointNotFoundError      no checkpoint at that hub id or folder (or the hub is out of reach)
 ├── UnsupportedCheckpointError   the checkpoint is not a BEiT / data2vec-vision image classifier
 ├── PreprocessingError           the image processor config disagrees with the model (resolution)
 ├── LabelsError                  a labels file does not match the classifier head
-└── VerificationError            the exported ONNX does not reproduce PyTorch
+├── VerificationError            the exported ONNX does not reproduce PyTorch
+└── EngineCheckError             check-engine cannot run the asked engine
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from __future__ import annotations
 
 class BuildError(Exception):
     """Root of every error beit-build raises on purpose."""
+
+
+class CheckpointNotFoundError(BuildError):
+    pass
 
 
 class UnsupportedCheckpointError(BuildError):

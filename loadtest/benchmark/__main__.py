@@ -151,12 +151,16 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
                 dynamic_batching=True,
                 label=f"{deployed_mode}, as deployed",
             )
-        # Each mode once more as one single-threaded process per core, the cheapest layout per image; the
-        # layout and the mode are read when the model loads, so each needs a server of its own.
-        cores = preprocessing.available_cores()
+        # Each mode once more as single-threaded processes, the cheapest layout per image, one per core but
+        # the one the load generator needs: oversubscribed, the server's CPU time per image would grow
+        # with context switches. Layout and mode are read when the model loads: a server for each.
+        instances = max(1, preprocessing.available_cores() - 1)
         for mode in ("exact", "fast"):
             variant = with_preprocessor(
-                artifacts.repository, args.out / "artifacts" / f"{mode}-per-core", mode=mode, instances=cores
+                artifacts.repository,
+                args.out / "artifacts" / f"{mode}-per-core",
+                mode=mode,
+                instances=instances,
             )
             with _server(variant) as server:
                 results["preprocessing"]["served"][f"{mode}, {PER_CORE_LAYOUT}"] = asdict(

@@ -18,7 +18,8 @@ SERVED_VS_PIPELINE = 2.0
 PREPROCESS_EXACT_PER_CORE = 170.0
 PREPROCESS_FAST_PER_CORE = 400.0
 SERVING_OVERHEAD_MS = 15.0
-# The served preprocessor laid out for the least CPU per image: one single-threaded instance per core.
+# The served preprocessor laid out for the least CPU per image: single-threaded instances, one per core
+# the load generator leaves free.
 PER_CORE_LAYOUT = "1 process per core"
 
 
