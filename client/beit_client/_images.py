@@ -157,7 +157,7 @@ def preprocess_on_client(
     try:
         source = _read_source(image, options)
         if isinstance(source, Image.Image):
-            return preprocess_image(source if source.mode == "RGB" else source.convert("RGB"), config)
+            return preprocess_image(source, config)
         return preprocess_bytes(source, config, max_pixels=max_pixels)
     except (OSError, ValueError, TypeError, urllib.error.URLError, UnprocessableImage) as e:
         raise _invalid(e, index, image) from e

@@ -73,20 +73,10 @@ def preprocess_requests(
     else:
         size = -(-len(jobs) // workers)
         list(executor.map(run, [jobs[start : start + size] for start in range(0, len(jobs), size)]))
-    first_failed: dict[int, int] = {}
-    for request, image in sorted(failures):
-        first_failed.setdefault(request, image)
     answers: list[Pixels | InvalidImageError] = []
     for request, output in enumerate(outputs):
-        if not len(output):
-            answers.append(InvalidImageError("the request holds no image"))
-        elif request in first_failed:
-            image = first_failed[request]
-            answers.append(
-                type(failures[request, image])(f"image {image} of the request: {failures[request, image]}")
-            )
-        else:
-            answers.append(output)
+        error = _request_error([failures.get((request, image)) for image in range(len(output))])
+        answers.append(output if error is None else error)
     return answers
 
 
@@ -109,14 +99,19 @@ def _preprocess_and_stack(
     return answers
 
 
-def _stack(results: Sequence[Pixels | InvalidImageError]) -> Pixels | InvalidImageError:
-    pixels: list[Pixels] = []
+def _request_error(results: Sequence[object]) -> InvalidImageError | None:
+    """A request fails with its first failing image's error, naming the image's index; or when empty."""
     for index, result in enumerate(results):
         if isinstance(result, InvalidImageError):
             return type(result)(f"image {index} of the request: {result}")
-        pixels.append(result)
-    if not pixels:
-        return InvalidImageError("the request holds no image")
+    return InvalidImageError("the request holds no image") if not results else None
+
+
+def _stack(results: Sequence[Pixels | InvalidImageError]) -> Pixels | InvalidImageError:
+    error = _request_error(results)
+    if error is not None:
+        return error
+    pixels = [result for result in results if not isinstance(result, InvalidImageError)]
     shapes = {p.shape for p in pixels}
     if len(shapes) > 1:
         # Only without a center crop or a fixed resize: the output then follows each image's aspect ratio.

@@ -12,7 +12,7 @@ from typing import Any
 from beit_client import BeitClient
 from loadtest.benchmark.timing import Measurement, closed_loop
 
-_DURATIONS = ("success", "queue", "compute_input", "compute_infer", "compute_output")
+_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,7 @@ def statistics_delta(
             continue
         executions = int(now.get("execution_count", 0)) - int(then.get("execution_count", 0))
         inferences = int(now.get("inference_count", 0)) - int(then.get("inference_count", 0))
-        per_request = {
-            f"{phase}_ms": _nanoseconds(now, then, phase) / requests / 1e6
-            for phase in _DURATIONS
-            if phase != "success"
-        }
+        per_request = {f"{phase}_ms": _nanoseconds(now, then, phase) / requests / 1e6 for phase in _PHASES}
         then_batches = {b["batch_size"]: b for b in then.get("batch_stats", [])}
         batches = {}
         for batch in now.get("batch_stats", []):

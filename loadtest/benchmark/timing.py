@@ -33,11 +33,6 @@ class Measurement:
     # CPU seconds the measured server used during the window, where a CPU clock was given.
     server_cpu_s: float | None = None
 
-    @property
-    def images_per_server_cpu_s(self) -> float | None:
-        """Images per CPU-second of the server: img/s per core, whatever else shares the machine."""
-        return self.images / self.server_cpu_s if self.server_cpu_s else None
-
 
 def closed_loop(
     factory: CallFactory,
