@@ -11,20 +11,23 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from beit_repository.names import (
+    CLASSIFY_MODEL,
+    EMBED_MODEL,
+    EMBEDDING,
+    IMAGE,
+    NETWORK_MODEL,
+    PIXEL_VALUES,
+    PROBABILITIES,
+)
+
 from ._config import RetryPolicy, ServerURL, TLSConfig
 from ._constants import (
-    CLASSIFY_MODEL,
     DEFAULT_IMAGE_ENCODING,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT,
-    EMBED_MODEL,
-    EMBEDDING_OUTPUT,
-    IMAGE_INPUT,
     MAX_DECODED_PIXELS,
-    PIXEL_MODEL,
-    PIXEL_VALUES_INPUT,
-    PROBABILITIES_OUTPUT,
 )
 from ._exceptions import BeitClientError, InvalidImageError, InvalidRequestError, ServerError
 from ._images import ImageOptions, describe_image, encode_image, preprocess_on_client
@@ -41,7 +44,7 @@ Embedding = npt.NDArray[np.float32]
 def decode_predictions(outputs: Tensors) -> list[list[Prediction]]:
     """Rows of Triton classification strings "score:index:label" into predictions. Labels may hold ':' and
     ',' themselves ("tabby, tabby cat"), so only the first two colons separate fields."""
-    rows = np.asarray(outputs[PROBABILITIES_OUTPUT], dtype=object)
+    rows = np.asarray(outputs[PROBABILITIES], dtype=object)
     rows = rows.reshape(rows.shape[0], -1) if rows.ndim else rows.reshape(1, 1)
     return [[_parse_classification(entry) for entry in row] for row in rows]
 
@@ -59,7 +62,7 @@ def _parse_classification(entry: bytes | str) -> Prediction:
 
 
 def decode_embeddings(outputs: Tensors) -> list[Embedding]:
-    matrix = np.asarray(outputs[EMBEDDING_OUTPUT], dtype=np.float32)
+    matrix = np.asarray(outputs[EMBEDDING], dtype=np.float32)
     return list(matrix.reshape(matrix.shape[0], -1))
 
 
@@ -73,16 +76,16 @@ class Task(Generic[ResultT]):
     decode: Callable[[Tensors], list[ResultT]]
 
     def model(self, preprocess: PreprocessMode) -> str:
-        return PIXEL_MODEL if preprocess == "client" else self.ensemble
+        return NETWORK_MODEL if preprocess == "client" else self.ensemble
 
 
 def classify_task(top_k: int) -> Task[list[Prediction]]:
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    return Task(CLASSIFY_MODEL, PROBABILITIES_OUTPUT, top_k, decode_predictions)
+    return Task(CLASSIFY_MODEL, PROBABILITIES, top_k, decode_predictions)
 
 
-EMBED_TASK: Task[Embedding] = Task(EMBED_MODEL, EMBEDDING_OUTPUT, 0, decode_embeddings)
+EMBED_TASK: Task[Embedding] = Task(EMBED_MODEL, EMBEDDING, 0, decode_embeddings)
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,9 @@ class PreparedChunk:
     def request(self, indices: Sequence[int], options: CallOptions[Any]) -> InferRequest:
         payloads = [self.payloads[i] for i in indices]
         if options.preprocess == "client":
-            inputs: Tensors = {PIXEL_VALUES_INPUT: np.stack(payloads).astype(np.float32, copy=False)}
+            inputs: Tensors = {PIXEL_VALUES: np.stack(payloads).astype(np.float32, copy=False)}
         else:
-            inputs = {IMAGE_INPUT: np.array(payloads, dtype=np.object_).reshape(len(payloads), 1)}
+            inputs = {IMAGE: np.array(payloads, dtype=np.object_).reshape(len(payloads), 1)}
         return InferRequest(
             model=options.model,
             inputs=inputs,

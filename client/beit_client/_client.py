@@ -13,6 +13,8 @@ from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
+from beit_repository.names import CLASSIFY_MODEL, EMBED_MODEL
+
 from ._base_client import (
     EMBED_TASK,
     BaseClient,
@@ -28,12 +30,10 @@ from ._base_client import (
 )
 from ._config import RetryPolicy, TLSConfig
 from ._constants import (
-    CLASSIFY_MODEL,
     DEFAULT_IMAGE_ENCODING,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT,
     DEFAULT_TOP_K,
-    EMBED_MODEL,
 )
 from ._exceptions import (
     BeitClientError,

@@ -1,18 +1,8 @@
-"""Every default of the SDK and the fixed names of the model repository (see the project's DESIGN.md)."""
+"""Every default of the SDK. The model repository's names come from `beit_repository.names`."""
 
 from __future__ import annotations
 
 from typing import Literal
-
-CLASSIFY_MODEL = "beit"
-EMBED_MODEL = "beit_embedding"
-PIXEL_MODEL = "beit_model"
-"""The composing model the ensembles end in; client-side preprocessing calls it directly."""
-
-IMAGE_INPUT = "IMAGE"
-PIXEL_VALUES_INPUT = "PIXEL_VALUES"
-PROBABILITIES_OUTPUT = "PROBABILITIES"
-EMBEDDING_OUTPUT = "EMBEDDING"
 
 DEFAULT_TOP_K = 5
 DEFAULT_TIMEOUT = 60.0

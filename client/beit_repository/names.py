@@ -1,0 +1,45 @@
+"""Every name the model repository is wired by: models, tensors, files and config variants.
+
+Triton matches each of these by exact string across the model configs, the exported ONNX graph, the
+Python-backend models and every client, so each is defined here once. Stdlib only: the Python-backend
+models import this module inside the Triton container.
+"""
+
+from __future__ import annotations
+
+CLASSIFY_MODEL = "beit"
+"""Ensemble: an encoded image in, labeled class probabilities out."""
+EMBED_MODEL = "beit_embedding"
+"""Ensemble: an encoded image in, the pooled image embedding out."""
+PREPROCESS_MODEL = "beit_preprocess"
+"""Python backend: encoded image bytes in, normalized pixels out."""
+NETWORK_MODEL = "beit_model"
+"""The exported network: pixels in, logits, probabilities and embedding out."""
+MODELS = (CLASSIFY_MODEL, EMBED_MODEL, PREPROCESS_MODEL, NETWORK_MODEL)
+ENSEMBLES = (CLASSIFY_MODEL, EMBED_MODEL)
+
+IMAGE = "IMAGE"
+PIXEL_VALUES = "PIXEL_VALUES"
+LOGITS = "LOGITS"
+PROBABILITIES = "PROBABILITIES"
+EMBEDDING = "EMBEDDING"
+NETWORK_OUTPUTS = (LOGITS, PROBABILITIES, EMBEDDING)
+
+CONFIG_FILE = "config.pbtxt"
+VARIANTS_DIRECTORY = "configs"
+"""configs/NAME.pbtxt replaces config.pbtxt when Triton runs with --model-config-name=NAME."""
+EMBEDDED_VARIANT = "embedded"
+"""The CPU variants the embedded server loads."""
+TENSORRT_VARIANT = "tensorrt"
+"""beit_model as a TensorRT plan."""
+DEFAULT_VARIANT = "config"
+"""No model has configs/config.pbtxt, so this name loads config.pbtxt (Triton refuses an empty name)."""
+
+MODEL_VERSION = "1"
+ONNX_FILE = "model.onnx"
+PLAN_FILE = "model.plan"
+LABELS_FILE = "labels.txt"
+
+DEFAULT_REPOSITORY = "output/model_repository"
+"""Where beit-build writes, and beit-serve, make and docker-compose read, the built repository: the template's
+configs completed for one checkpoint, plus its artifacts. Ignored by git; the template is never written."""
