@@ -4,7 +4,8 @@ VENV ?= .venv
 MODEL ?= microsoft/beit-base-patch16-224-pt22k-ft22k
 # RANDOM=tiny|base|large builds a randomly initialized BEiT instead of MODEL (offline; predictions are noise).
 RANDOM ?=
-REPOSITORY ?= model_repository
+# The built repository (beit_repository.names.DEFAULT_REPOSITORY): model_repository/ is its template.
+REPOSITORY ?= output/model_repository
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002

@@ -16,7 +16,6 @@ from transformers import (
 from transformers.image_utils import PILImageResampling
 
 TINY_ARCHITECTURE = dict(
-    image_size=224,
     patch_size=16,
     hidden_size=32,
     num_hidden_layers=2,
@@ -35,6 +34,8 @@ def save_tiny_checkpoint(
     data2vec: bool = False,
     multi_label: bool = False,
     resample: PILImageResampling = PILImageResampling.BILINEAR,
+    image_size: int = 224,
+    id2label: dict[int, str] | None = None,
     seed: int = 0,
 ) -> Path:
     torch.manual_seed(seed)
@@ -43,11 +44,13 @@ def save_tiny_checkpoint(
         if data2vec
         else (BeitConfig, BeitForImageClassification)
     )
+    id2label = id2label if id2label is not None else {i: f"class {i}" for i in range(num_labels)}
     config = config_class(
         **TINY_ARCHITECTURE,
+        image_size=image_size,
         num_labels=num_labels,
-        id2label={i: f"class {i}" for i in range(num_labels)},
-        label2id={f"class {i}": i for i in range(num_labels)},
+        id2label=id2label,
+        label2id={label: i for i, label in id2label.items()},
         problem_type="multi_label_classification" if multi_label else None,
     )
     model = model_class(config).eval()
@@ -56,7 +59,7 @@ def save_tiny_checkpoint(
         model.classifier.weight.normal_(std=2.0)
     model.save_pretrained(directory)
     BeitImageProcessorPil(
-        size={"height": 224, "width": 224},
+        size={"height": image_size, "width": image_size},
         resample=resample,
         do_center_crop=False,
         image_mean=[0.5, 0.5, 0.5],

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from beit_repository import model_config
+from beit_repository.names import EMBEDDED_VARIANT, PREPROCESS_MODEL, VARIANTS_DIRECTORY
 from tests.checkpoints import save_tiny_checkpoint
 
 
@@ -26,16 +28,31 @@ def tiny_repository(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
 
     repository = tmp_path_factory.mktemp("tiny-repository")
     build_repository(tiny_checkpoint, repository)
-    widen_batching_window(repository / "beit_preprocess" / "configs" / "embedded.pbtxt")
+    widen_batching_window(repository / PREPROCESS_MODEL / VARIANTS_DIRECTORY / f"{EMBEDDED_VARIANT}.pbtxt")
     return repository
 
 
-def widen_batching_window(config: Path) -> None:
+@pytest.fixture(scope="session")
+def tiny_384_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint at its own resolution, not BEiT's usual 224: sizes must follow it everywhere."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-384"), image_size=384, num_labels=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_384_repository(tiny_384_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from beit_build import build_repository
+
+    repository = tmp_path_factory.mktemp("tiny-384-repository")
+    build_repository(tiny_384_checkpoint, repository)
+    return repository
+
+
+def widen_batching_window(path: Path) -> None:
     """Concurrent test requests then share one preprocessor batch deterministically, not by luck."""
-    text = config.read_text()
-    widened = text.replace("max_queue_delay_microseconds: 0\n", "max_queue_delay_microseconds: 100000\n")
-    assert widened != text, f"no batching window to widen in {config}"
-    config.write_text(widened)
+    config = model_config.read(path)
+    assert config.HasField("dynamic_batching"), f"{path} has no dynamic batcher"
+    config.dynamic_batching.max_queue_delay_microseconds = 100_000
+    model_config.write(path, config)
 
 
 @pytest.fixture(scope="session")

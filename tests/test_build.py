@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.resources
 import json
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,47 +14,40 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from google.protobuf import text_format
-from transformers import BeitConfig, BeitImageProcessorPil, BertConfig, ViTConfig
-from tritonclient.grpc import model_config_pb2
+from transformers import BeitImageProcessorPil, BertConfig, ViTConfig
 
 from beit_build import (
     CheckpointNotFoundError,
     LabelsError,
     PreprocessingError,
+    TemplateWriteError,
     UnsupportedCheckpointError,
     VerificationError,
     build_repository,
 )
 from beit_build.build import is_built
 from beit_build.check_engine import check_engine
-from beit_build.checkpoint import Checkpoint, load_checkpoint
+from beit_build.checkpoint import load_checkpoint
 from beit_build.cli import main
 from beit_build.errors import EngineCheckError
-from beit_build.export import (
-    INPUT_NAME,
-    OPSET,
-    OUTPUT_NAMES,
-    BeitOutputs,
-    export_onnx,
-    onnx_node_count,
-    prepare_for_export,
-)
-from beit_build.labels import checkpoint_labels, imagenet22k_labels
+from beit_build.export import OPSET, NetworkOutputs, export_onnx, onnx_node_count, prepare_for_export
+from beit_build.families import FAMILIES, Checkpoint, family_of
+from beit_build.labels import imagenet22k_labels, read_labels
 from beit_build.layer_scale import fold_layer_scale, layer_scale_report
-from beit_build.preprocessing_params import export_resolution, preprocessing_parameters
 from beit_build.random_checkpoint import random_config
-from beit_build.repository import (
-    ONNX_PATH,
-    PARAMETERS_MARKER,
-    TEMPLATE_REPOSITORY,
-    atomic_path,
-    config_files,
-    copy_template,
-    with_parameters,
-)
+from beit_build.repository import ONNX_PATH, PLAN_PATH, atomic_path
 from beit_build.verify import verify_onnx
 from beit_preprocessing import PARAMETER_KEYS as PREPROCESSING_KEYS
+from beit_preprocessing import PreprocessingConfig
+from beit_repository import model_config
+from beit_repository.names import (
+    DEFAULT_REPOSITORY,
+    NETWORK_MODEL,
+    NETWORK_OUTPUTS,
+    PIXEL_VALUES,
+    PREPROCESS_MODEL,
+)
+from beit_repository.template import template_directory
 from tests.checkpoints import save_tiny_checkpoint
 
 RESOLUTION = (224, 224)
@@ -84,14 +79,12 @@ def pixels(batch: int = 3, seed: int = 1) -> torch.Tensor:
 
 def run_onnx(path: Path, pixel_values: torch.Tensor) -> dict[str, np.ndarray]:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return dict(
-        zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixel_values.numpy()}), strict=True)
-    )
+    outputs = session.run(list(NETWORK_OUTPUTS), {PIXEL_VALUES: pixel_values.numpy()})
+    return dict(zip(NETWORK_OUTPUTS, outputs, strict=True))
 
 
 def parameters_of(config_path: Path) -> dict[str, str]:
-    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
-    return {key: value.string_value for key, value in config.parameters.items()}
+    return model_config.parameters(model_config.read(config_path))
 
 
 def snapshot(repository: Path) -> dict[str, bytes]:
@@ -128,10 +121,18 @@ def test_onnx_has_our_names_dynamic_batch_only_and_single_op_layer_norm(
     model = onnx.load(str(built / ONNX_PATH))
     assert model.opset_import[0].version == OPSET
     (graph_input,) = model.graph.input
-    assert graph_input.name == INPUT_NAME
+    assert graph_input.name == PIXEL_VALUES
     dims = [dim.dim_param or dim.dim_value for dim in graph_input.type.tensor_type.shape.dim]
     assert dims == ["batch", 3, 224, 224]
-    assert [output.name for output in model.graph.output] == list(OUTPUT_NAMES)
+    assert [output.name for output in model.graph.output] == list(NETWORK_OUTPUTS)
+    output_dims = {
+        o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output
+    }
+    assert output_dims == {
+        "LOGITS": ["batch", 10],
+        "PROBABILITIES": ["batch", 10],
+        "EMBEDDING": ["batch", 32],
+    }
     assert any(node.op_type == "LayerNormalization" for node in model.graph.node)
     outputs = run_onnx(built / ONNX_PATH, pixels(batch=3))
     assert outputs["LOGITS"].shape == (3, tiny.model.config.num_labels)
@@ -161,13 +162,13 @@ def test_precomputed_bias_graph_is_much_smaller_than_naive_export_and_equal(
     tiny: Checkpoint, tmp_path: Path
 ) -> None:
     naive, prepared = tmp_path / "naive.onnx", tmp_path / "prepared.onnx"
-    export_onnx(BeitOutputs(tiny.model), naive, RESOLUTION)
-    export_onnx(prepare_for_export(tiny.model, RESOLUTION), prepared, RESOLUTION)
+    export_onnx(NetworkOutputs(tiny), naive, RESOLUTION)
+    export_onnx(prepare_for_export(tiny), prepared, RESOLUTION)
     assert onnx_node_count(prepared) * 3 < onnx_node_count(naive)
     batch = pixels()
     with torch.no_grad():
-        expected = BeitOutputs(tiny.model)(batch)
-    for name, want in zip(OUTPUT_NAMES, expected, strict=True):
+        expected = NetworkOutputs(tiny)(batch)
+    for name, want in zip(NETWORK_OUTPUTS, expected, strict=True):
         np.testing.assert_allclose(run_onnx(prepared, batch)[name], want.numpy(), atol=1e-4)
 
 
@@ -177,14 +178,14 @@ def test_precomputed_bias_graph_is_much_smaller_than_naive_export_and_equal(
 def test_build_reports_small_differences_and_verification_refuses_a_mismatch(
     built: Path, tiny: Checkpoint
 ) -> None:
-    differences = verify_onnx(built / ONNX_PATH, tiny.model, RESOLUTION, batch_size=3)
-    assert set(differences) == set(OUTPUT_NAMES)
+    differences = verify_onnx(built / ONNX_PATH, tiny, batch_size=3)
+    assert set(differences) == set(NETWORK_OUTPUTS)
     assert max(differences.values()) < 1e-4
     other = copy.deepcopy(tiny.model)
     with torch.no_grad():
         other.classifier.bias.add_(1.0)
     with pytest.raises(VerificationError, match="LOGITS"):
-        verify_onnx(built / ONNX_PATH, other, RESOLUTION)
+        verify_onnx(built / ONNX_PATH, dataclasses.replace(tiny, model=other))
 
 
 # 5. preprocessing parameters
@@ -192,7 +193,7 @@ def test_build_reports_small_differences_and_verification_refuses_a_mismatch(
 
 def test_preprocessing_parameters_come_from_the_checkpoint(tmp_path: Path) -> None:
     checkpoint = save_tiny_checkpoint(tmp_path / "bicubic", resample=3)
-    parameters = preprocessing_parameters(load_checkpoint(checkpoint).image_processor)
+    parameters = load_checkpoint(checkpoint).preprocessing.to_parameters()
     assert set(parameters) == set(PREPROCESSING_KEYS)
     assert json.loads(parameters["resample"]) == 3
     assert json.loads(parameters["size"]) == {"height": 224, "width": 224}
@@ -200,11 +201,15 @@ def test_preprocessing_parameters_come_from_the_checkpoint(tmp_path: Path) -> No
     assert json.loads(parameters["rescale_factor"]) == pytest.approx(1 / 255)
 
 
-def test_export_resolution_is_the_center_crop_when_cropping() -> None:
+def test_export_resolution_is_the_center_crop_when_cropping(tmp_path: Path) -> None:
     processor = BeitImageProcessorPil(size={"shortest_edge": 256}, do_center_crop=True, crop_size=224)
-    assert export_resolution(processor, BeitConfig(image_size=224)) == (224, 224)
+    checkpoint = save_tiny_checkpoint(tmp_path / "crop")
+    processor.save_pretrained(checkpoint)
+    assert load_checkpoint(checkpoint).resolution == (224, 224)
+    other = save_tiny_checkpoint(tmp_path / "crop-384", image_size=384)
+    processor.save_pretrained(other)
     with pytest.raises(PreprocessingError, match="384"):
-        export_resolution(processor, BeitConfig(image_size=384))
+        load_checkpoint(other)
 
 
 def test_processor_disagreeing_with_image_size_fails_before_export(tmp_path: Path) -> None:
@@ -218,9 +223,8 @@ def test_processor_disagreeing_with_image_size_fails_before_export(tmp_path: Pat
 
 
 def test_written_parameters_parse_as_a_preprocessing_config(built: Path) -> None:
-    beit_preprocessing = pytest.importorskip("beit_preprocessing")
-    parameters = parameters_of(built / "beit_preprocess" / "config.pbtxt")
-    config = beit_preprocessing.PreprocessingConfig.from_parameters(parameters)
+    parameters = parameters_of(built / PREPROCESS_MODEL / "config.pbtxt")
+    config = PreprocessingConfig.from_parameters(parameters)
     assert config.output_size == RESOLUTION
     assert config.resample == 2
 
@@ -236,21 +240,22 @@ def test_shipped_imagenet22k_labels_are_the_sorted_fall11_lemmas() -> None:
     assert (labels[0], labels[2397], labels[9205]) == ("organism, being", "tabby, tabby cat", "picture frame")
 
 
-def test_22k_head_gets_the_22k_list_and_others_their_id2label() -> None:
-    hub_like = BeitConfig(num_labels=21_841, id2label={i: f"hub {i}" for i in range(21_841)})
-    assert checkpoint_labels(hub_like) == imagenet22k_labels()
-    small = BeitConfig(num_labels=3, id2label={2: "c", 0: "a", 1: "b"})
-    assert checkpoint_labels(small) == ["a", "b", "c"]
+def test_22k_head_gets_the_22k_list_and_others_their_id2label(tmp_path: Path) -> None:
+    hub_like = save_tiny_checkpoint(
+        tmp_path / "22k", num_labels=21_841, id2label={i: f"hub {i}" for i in range(21_841)}
+    )
+    assert list(load_checkpoint(hub_like).labels) == imagenet22k_labels()
+    small = save_tiny_checkpoint(tmp_path / "small", num_labels=3, id2label={2: "c", 0: "a", 1: "b \n x"})
+    assert load_checkpoint(small).labels == ("a", "b x", "c")
 
 
-def test_labels_file_overrides_and_must_match_the_head(tmp_path: Path) -> None:
-    config = BeitConfig(num_labels=3)
+def test_labels_file_must_match_the_head(tmp_path: Path) -> None:
     labels_file = tmp_path / "labels.txt"
     labels_file.write_text("x\ny\nz\n")
-    assert checkpoint_labels(config, labels_file) == ["x", "y", "z"]
+    assert read_labels(labels_file, expected=3) == ["x", "y", "z"]
     labels_file.write_text("x\ny\n")
     with pytest.raises(LabelsError, match="2 labels.*3"):
-        checkpoint_labels(config, labels_file)
+        read_labels(labels_file, expected=3)
 
 
 def test_cli_refuses_a_short_labels_file_with_a_clear_error(
@@ -279,12 +284,14 @@ def test_cli_refuses_a_short_labels_file_with_a_clear_error(
 def test_built_repository_has_template_configs_artifacts_and_parameters_everywhere(
     built: Path, tiny: Checkpoint
 ) -> None:
-    template = {path.relative_to(TEMPLATE_REPOSITORY) for path in config_files(TEMPLATE_REPOSITORY)}
-    assert {path.relative_to(built) for path in config_files(built)} == template
-    assert len(template) >= 6
+    template = template_directory()
+    expected = {path.relative_to(template) for path in model_config.config_files(template)}
+    assert {path.relative_to(built) for path in model_config.config_files(built)} == expected
+    assert len(expected) >= 6
     assert (built / "beit_model" / "labels.txt").read_text().splitlines() == [f"class {i}" for i in range(10)]
     assert not list(built.rglob("*.tmp"))
-    for config_path in config_files(built):
+    for config_path in model_config.config_files(built):
+        assert config_path.read_text().startswith("# Generated by beit-build")
         parameters = parameters_of(config_path)
         assert {key: json.loads(parameters[key]) for key in GENERATED_KEYS[1:5]} == {
             "random_weights": False,
@@ -293,8 +300,8 @@ def test_built_repository_has_template_configs_artifacts_and_parameters_everywhe
             "multi_label": False,
         }
         assert json.loads(parameters["checkpoint"]) == tiny.name
-    hand_written = parameters_of(built / "beit_preprocess" / "config.pbtxt")
-    assert "max_pixels" in hand_written
+    hand_written = parameters_of(built / PREPROCESS_MODEL / "config.pbtxt")
+    assert hand_written["mode"] == "exact"
 
 
 def test_rebuilding_is_idempotent_and_logs_each_step(
@@ -313,21 +320,31 @@ def test_rebuilding_is_idempotent_and_logs_each_step(
         assert step in messages
 
 
-def test_parameter_block_replaces_everything_after_the_marker() -> None:
-    config = 'name: "m"\n'
-    once = with_parameters(config, {"a": '"1"'})
-    assert with_parameters(once, {"a": '"1"'}) == once
-    changed = with_parameters(once + "junk\n", {"b": '{"height": 2}'})
-    assert changed.count(PARAMETERS_MARKER) == 1
-    assert "junk" not in changed and '"a"' not in changed
-    parsed = text_format.Parse(changed, model_config_pb2.ModelConfig())
-    assert parsed.parameters["b"].string_value == '{"height": 2}'
+def test_a_rebuild_removes_the_tensorrt_plan_of_the_previous_export(
+    built: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    repository = shutil.copytree(built, tmp_path / "with-plan")
+    (repository / PLAN_PATH).write_bytes(b"engine built from the previous model.onnx")
+    build_repository(tiny_checkpoint, repository)
+    assert not (repository / PLAN_PATH).exists()
 
 
-def test_template_is_not_copied_onto_itself(tmp_path: Path) -> None:
-    (tmp_path / "m").mkdir()
-    copy_template(tmp_path, template=tmp_path)
-    assert [path.name for path in tmp_path.iterdir()] == ["m"]
+def test_builds_never_write_into_the_template(tiny_checkpoint: Path) -> None:
+    template = template_directory()
+    before = snapshot(template)
+    for target in (template, template / NETWORK_MODEL):
+        with pytest.raises(TemplateWriteError, match="template"):
+            build_repository(tiny_checkpoint, target)
+    assert snapshot(template) == before
+
+
+def test_the_default_build_output_is_ignored_by_git() -> None:
+    """`make serve` and a bare beit-build write the default repository: it must never show in git status."""
+    root = Path(__file__).resolve().parents[1]
+    probe = Path(DEFAULT_REPOSITORY, NETWORK_MODEL, "config.pbtxt")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=root, check=False)
+    assert ignored.returncode == 0, f"{probe} is not ignored by git"
+    assert not Path(DEFAULT_REPOSITORY).is_absolute()
 
 
 def test_failed_atomic_write_leaves_the_previous_file_and_no_temporary(tmp_path: Path) -> None:
@@ -380,20 +397,38 @@ def test_random_tiny_build_is_marked_random(tmp_path: Path, caplog: pytest.LogCa
 # 11. layer scale
 
 
-def test_folding_layer_scale_keeps_the_function(tiny: Checkpoint) -> None:
-    original = copy.deepcopy(tiny.model)
+@pytest.mark.parametrize("data2vec", [False, True], ids=["beit", "data2vec-vision"])
+def test_folding_layer_scale_keeps_the_function(data2vec: bool, tmp_path: Path) -> None:
+    checkpoint = load_checkpoint(save_tiny_checkpoint(tmp_path, data2vec=data2vec))
+    family, original = checkpoint.family, copy.deepcopy(checkpoint.model)
     with torch.no_grad():
-        for layer in original.beit.layers:
-            layer.lambda_1.uniform_(1e-6, 1e-5)
-    report = layer_scale_report(original)
+        for scale in family.layer_scales(original):
+            if scale.attribute == "lambda_1":
+                getattr(scale.layer, scale.attribute).uniform_(1e-6, 1e-5)
+    report = layer_scale_report(original, family.layer_scales(original))
     assert report.fp16_unsafe and report.min_abs_layer_scale is not None
     folded = copy.deepcopy(original)
-    assert fold_layer_scale(folded) == 4
-    assert layer_scale_report(folded).min_abs_layer_scale is None
+    assert fold_layer_scale(family.layer_scales(folded)) == 4
+    assert family.layer_scales(folded) == []
     batch = pixels(batch=2)
     with torch.no_grad():
         np.testing.assert_allclose(folded(batch).logits, original(batch).logits, rtol=1e-5, atol=1e-6)
-    assert not layer_scale_report(tiny.model).fp16_unsafe
+    assert not layer_scale_report(checkpoint.model, family.layer_scales(checkpoint.model)).fp16_unsafe
+
+
+def test_each_family_is_recognized_by_its_config_and_nothing_else_is() -> None:
+    assert [family.name for family in FAMILIES] == ["beit", "data2vec-vision"]
+    assert family_of({"model_type": "beit"}) is FAMILIES[0]
+    assert family_of({"model_type": "data2vec-vision"}) is FAMILIES[1]
+    assert family_of({"model_type": "vit"}) is None
+    assert family_of({"architecture": "beit_base_patch16_224"}) is None
+
+
+def test_export_steps_know_no_checkpoint_family_but_through_the_registry() -> None:
+    """A new family touches its own module only: the generic steps import no model classes."""
+    package = Path(__file__).resolve().parents[1] / "build" / "beit_build"
+    for module in ("checkpoint.py", "layer_scale.py", "relative_position_bias.py", "export.py", "build.py"):
+        assert "transformers.models" not in (package / module).read_text(), module
 
 
 # 10. check-engine
@@ -409,9 +444,10 @@ def test_check_engine_agrees_with_pytorch_on_onnx_runtime(
     assert "top-1 agreement 100.0%" in capsys.readouterr().out
 
 
-def test_check_engine_refuses_an_engine_this_onnxruntime_lacks(built: Path) -> None:
-    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
-        pytest.skip("TensorRT is available here")
+def test_check_engine_refuses_an_engine_this_onnxruntime_lacks(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(EngineCheckError, match="TensorrtExecutionProvider"):
         check_engine(built, engine="tensorrt")
 

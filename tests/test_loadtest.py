@@ -13,12 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from loadtest.benchmark.repository import (
-    config_files,
-    read_config,
-    with_preprocessor,
-    without_dynamic_batching,
-)
+from beit_repository.model_config import config_files, read
+from beit_repository.template import template_directory
+from loadtest.benchmark.repository import with_preprocessor, without_dynamic_batching
 from loadtest.benchmark.serving import statistics_delta
 from loadtest.benchmark.timing import closed_loop
 from loadtest.capacity import Snapshot, StepResult, capacity_line, find_capacity, measure_window
@@ -26,7 +23,7 @@ from loadtest.corpus import folder_corpus, photo_corpus, synthetic_corpus
 from loadtest.urls import url_for_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_REPOSITORY = ROOT / "model_repository"
+TEMPLATE_REPOSITORY = template_directory()
 
 
 def test_the_generated_corpus_is_the_same_for_the_same_seed_and_mixes_sizes() -> None:
@@ -108,13 +105,13 @@ def test_the_no_batching_copy_differs_from_the_repository_only_in_dynamic_batchi
     ]
     batched = 0
     for original in originals:
-        expected = read_config(original)
+        expected = read(original)
         batched += expected.HasField("dynamic_batching")
         expected.ClearField("dynamic_batching")
-        assert read_config(copy / original.relative_to(TEMPLATE_REPOSITORY)) == expected
+        assert read(copy / original.relative_to(TEMPLATE_REPOSITORY)) == expected
     assert batched >= 2
     # The template itself is untouched (configs are rewritten, not edited through hard links).
-    assert read_config(TEMPLATE_REPOSITORY / "beit_preprocess" / "config.pbtxt").HasField("dynamic_batching")
+    assert read(TEMPLATE_REPOSITORY / "beit_preprocess" / "config.pbtxt").HasField("dynamic_batching")
 
 
 def test_the_per_core_preprocessor_copy_changes_only_the_preprocessors_layout_and_mode(
@@ -122,13 +119,13 @@ def test_the_per_core_preprocessor_copy_changes_only_the_preprocessors_layout_an
 ) -> None:
     copy = with_preprocessor(TEMPLATE_REPOSITORY, tmp_path / "copy", mode="fast", instances=3)
     for original in config_files(TEMPLATE_REPOSITORY):
-        expected = read_config(original)
+        expected = read(original)
         if expected.name == "beit_preprocess":
             expected.parameters["mode"].string_value = "fast"
             expected.parameters["decode_threads"].string_value = "1"
             for group in expected.instance_group:
                 group.count = 3
-        assert read_config(copy / original.relative_to(TEMPLATE_REPOSITORY)) == expected
+        assert read(copy / original.relative_to(TEMPLATE_REPOSITORY)) == expected
 
 
 def test_closed_loop_counts_failures_and_images_of_each_call() -> None:

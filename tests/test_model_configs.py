@@ -1,4 +1,5 @@
-"""Every model config in the repository, in every variant, against Triton's schema and against each other.
+"""Every model config in the repository, in every variant, against Triton's schema and against each other:
+the committed template, and the configs a build completes for a checkpoint (224 and 384 pixels).
 
 The GPU variants (config.pbtxt, configs/tensorrt.pbtxt) never load in this test environment (the embedded
 Triton has no onnxruntime or tensorrt backend), so the agreement a server would check at load time is
@@ -7,17 +8,31 @@ checked here, statically, for all variants at once.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
-GPU_VARIANTS = ("config.pbtxt", "tensorrt.pbtxt")
-EMBEDDED_VARIANT = "embedded.pbtxt"
+from beit_repository import model_config
+from beit_repository.model_config import ModelConfig
+from beit_repository.names import (
+    CLASSIFY_MODEL,
+    CONFIG_FILE,
+    DEFAULT_VARIANT,
+    EMBED_MODEL,
+    EMBEDDED_VARIANT,
+    ENSEMBLES,
+    MODELS,
+    NETWORK_MODEL,
+    PREPROCESS_MODEL,
+    TENSORRT_VARIANT,
+    VARIANTS_DIRECTORY,
+)
+from beit_repository.template import template_directory
+
+TEMPLATE = template_directory()
+GPU_VARIANTS = (DEFAULT_VARIANT, TENSORRT_VARIANT)
 
 # Every key the onnxruntime backend of Triton 24.10 accepts for the "tensorrt" accelerator; it refuses to
 # load a model on any other (triton-inference-server/onnxruntime_backend, branch r24.10, src/onnxruntime.cc).
@@ -61,37 +76,23 @@ ORT_TENSORRT_KEYS = frozenset(
 ORT_PRECISION_MODES = frozenset({"FP32", "FP16", "INT8"})
 
 
-def parse(path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+def variants(model: str, repository: Path = TEMPLATE) -> dict[str, ModelConfig]:
+    """Every config a server could load for `model`, by variant name."""
+    return {name: model_config.read(path) for name, path in model_config.variants(repository / model).items()}
 
 
-def config_files() -> list[Path]:
-    return sorted(REPOSITORY.glob("*/config.pbtxt")) + sorted(REPOSITORY.glob("*/configs/*.pbtxt"))
+def models(repository: Path = TEMPLATE) -> list[str]:
+    return sorted(path.parent.name for path in repository.glob(f"*/{CONFIG_FILE}"))
 
 
-def variants(model: str) -> dict[str, model_config_pb2.ModelConfig]:
-    """Every config a server could load for `model`, keyed by file name."""
-    directory = REPOSITORY / model
-    files = [directory / "config.pbtxt", *sorted((directory / "configs").glob("*.pbtxt"))]
-    return {path.name: parse(path) for path in files}
-
-
-def models() -> list[str]:
-    return sorted(path.parent.name for path in REPOSITORY.glob("*/config.pbtxt"))
-
-
-def ensembles() -> list[str]:
-    return [model for model in models() if parse(REPOSITORY / model / "config.pbtxt").platform == "ensemble"]
-
-
-def io_signature(config: model_config_pb2.ModelConfig) -> tuple[object, ...]:
+def io_signature(config: ModelConfig) -> tuple[object, ...]:
     def tensors(items: Any) -> tuple[tuple[str, int, tuple[int, ...]], ...]:
         return tuple(sorted((t.name, t.data_type, tuple(t.dims)) for t in items))
 
     return config.name, tensors(config.input), tensors(config.output)
 
 
-def tensorrt_accelerator(config: model_config_pb2.ModelConfig) -> dict[str, str]:
+def tensorrt_accelerator(config: ModelConfig) -> dict[str, str]:
     (accelerator,) = (
         a
         for a in config.optimization.execution_accelerators.gpu_execution_accelerator
@@ -109,36 +110,65 @@ def profile_shapes(parameters: dict[str, str]) -> dict[str, tuple[str, list[int]
     return shapes
 
 
+@pytest.fixture(params=["tiny_repository", "tiny_384_repository"])
+def built(request: pytest.FixtureRequest) -> Path:
+    """A repository beit-build completed, at 224 and at 384 pixels."""
+    repository: Path = request.getfixturevalue(request.param)
+    return repository
+
+
 def test_the_repository_has_the_four_models_of_the_design() -> None:
-    assert models() == ["beit", "beit_embedding", "beit_model", "beit_preprocess"]
-    assert ensembles() == ["beit", "beit_embedding"]
+    assert models() == sorted(MODELS)
+    assert [m for m in models() if variants(m)[DEFAULT_VARIANT].platform == "ensemble"] == sorted(ENSEMBLES)
 
 
-@pytest.mark.parametrize("path", config_files(), ids=lambda p: str(p.relative_to(REPOSITORY)))
+@pytest.mark.parametrize(
+    "path", model_config.config_files(TEMPLATE), ids=lambda p: str(p.relative_to(TEMPLATE))
+)
 def test_every_config_parses_against_tritons_schema_and_names_its_directory(path: Path) -> None:
-    config = parse(path)
-    model_dir = path.parent if path.name == "config.pbtxt" else path.parent.parent
-    assert config.name == model_dir.name
+    config = model_config.read(path)
+    assert config.name == model_config.model_directory(path).name
+
+
+def test_a_config_naming_another_model_or_breaking_the_schema_is_refused(tmp_path: Path) -> None:
+    misnamed = tmp_path / "beit" / CONFIG_FILE
+    misnamed.parent.mkdir()
+    misnamed.write_text('name: "other"\n')
+    with pytest.raises(model_config.ModelConfigError, match="sits in 'beit'"):
+        model_config.read(misnamed)
+    misnamed.write_text('name: "beit"\nno_such_field: 1\n')
+    with pytest.raises(model_config.ModelConfigError, match="no_such_field"):
+        model_config.read(misnamed)
 
 
 def test_no_model_has_a_configs_config_pbtxt_so_the_name_config_selects_the_default() -> None:
-    assert not list(REPOSITORY.glob("*/configs/config.pbtxt"))
+    assert not list(TEMPLATE.glob(f"*/{VARIANTS_DIRECTORY}/{DEFAULT_VARIANT}.pbtxt"))
 
 
-@pytest.mark.parametrize("model", models())
+@pytest.mark.parametrize("model", MODELS)
 def test_every_variant_of_a_model_has_the_same_name_inputs_and_outputs(model: str) -> None:
     signatures = {name: io_signature(config) for name, config in variants(model).items()}
     assert len(set(signatures.values())) == 1, signatures
 
 
-@pytest.mark.parametrize("ensemble", ["beit", "beit_embedding"])
-def test_ensemble_steps_match_every_variant_of_the_models_they_compose(ensemble: str) -> None:
-    config = parse(REPOSITORY / ensemble / "config.pbtxt")
-    declared = {t.name: t.data_type for t in [*config.input, *config.output]}
-    # Internal tensors: the type each one is produced with, checked against every consumer.
-    produced: dict[str, int] = {t.name: t.data_type for t in config.input}
+@pytest.mark.parametrize("model", MODELS)
+def test_every_built_variant_of_a_model_has_the_same_name_inputs_and_outputs(model: str, built: Path) -> None:
+    signatures = {name: io_signature(config) for name, config in variants(model, built).items()}
+    assert len(set(signatures.values())) == 1, signatures
+
+
+@pytest.mark.parametrize("ensemble", ENSEMBLES)
+@pytest.mark.parametrize("repository", ["template", "built"])
+def test_ensemble_steps_match_every_variant_of_the_models_they_compose(
+    ensemble: str, repository: str, request: pytest.FixtureRequest
+) -> None:
+    root = TEMPLATE if repository == "template" else request.getfixturevalue("tiny_384_repository")
+    config = variants(ensemble, root)[DEFAULT_VARIANT]
+    declared = {t.name: t for t in [*config.input, *config.output]}
+    # Internal tensors: the type and dims each one is produced with, checked against every consumer.
+    produced: dict[str, Any] = {t.name: t for t in config.input}
     for step in config.ensemble_scheduling.step:
-        for variant_name, composing in variants(step.model_name).items():
+        for variant_name, composing in variants(step.model_name, root).items():
             where = f"{ensemble} -> {step.model_name} ({variant_name})"
             inputs = {t.name: t for t in composing.input}
             outputs = {t.name: t for t in composing.output}
@@ -146,33 +176,24 @@ def test_ensemble_steps_match_every_variant_of_the_models_they_compose(ensemble:
             for key, tensor in step.input_map.items():
                 assert key in inputs, f"{where}: no input {key}"
                 assert tensor in produced, f"{where}: {tensor} is consumed before any step produces it"
-                assert produced[tensor] == inputs[key].data_type, f"{where}: {key} type"
+                assert produced[tensor].data_type == inputs[key].data_type, f"{where}: {key} type"
+                assert list(produced[tensor].dims) == list(inputs[key].dims), f"{where}: {key} dims"
             for key, tensor in step.output_map.items():
                 assert key in outputs, f"{where}: no output {key}"
                 if tensor in declared:
-                    assert declared[tensor] == outputs[key].data_type, f"{where}: {key} type"
+                    assert declared[tensor].data_type == outputs[key].data_type, f"{where}: {key} type"
+                    assert list(declared[tensor].dims) == list(outputs[key].dims), f"{where}: {key} dims"
         for key, tensor in step.output_map.items():
-            produced[tensor] = {
-                t.name: t.data_type for t in parse(REPOSITORY / step.model_name / "config.pbtxt").output
-            }[key]
+            produced[tensor] = {t.name: t for t in variants(step.model_name, root)[DEFAULT_VARIANT].output}[
+                key
+            ]
     for output in config.output:
         assert output.name in produced, f"{ensemble}: no step produces {output.name}"
 
 
-def test_internal_pixel_values_have_the_same_shape_on_both_sides_in_every_variant() -> None:
-    (produced,) = [t for t in parse(REPOSITORY / "beit_preprocess" / "config.pbtxt").output]
-    for variant_name, config in variants("beit_model").items():
-        (consumed,) = config.input
-        assert (consumed.name, consumed.data_type, list(consumed.dims)) == (
-            produced.name,
-            produced.data_type,
-            list(produced.dims),
-        ), variant_name
-
-
-@pytest.mark.parametrize("variant", ["config.pbtxt", "tensorrt.pbtxt", "embedded.pbtxt"])
+@pytest.mark.parametrize("variant", [DEFAULT_VARIANT, TENSORRT_VARIANT, EMBEDDED_VARIANT])
 def test_every_beit_model_variant_labels_probabilities_and_nothing_else(variant: str) -> None:
-    config = variants("beit_model")[variant]
+    config = variants(NETWORK_MODEL)[variant]
     labelled = {t.name: t.label_filename for t in config.output if t.label_filename}
     assert labelled == {"PROBABILITIES": "labels.txt"}
 
@@ -185,30 +206,71 @@ def test_gpu_variants_run_on_gpus_and_embedded_variants_on_cpus() -> None:
                 assert not kinds, f"{model}: ensembles take no instance_group"
             elif variant_name == EMBEDDED_VARIANT or config.backend == "python":
                 assert kinds == {model_config_pb2.ModelInstanceGroup.KIND_CPU}, (model, variant_name)
-            elif model == "beit_model":
+            elif model == NETWORK_MODEL:
                 assert variant_name in GPU_VARIANTS
                 assert kinds == {model_config_pb2.ModelInstanceGroup.KIND_GPU}, (model, variant_name)
 
 
 def test_gpu_variants_use_the_backends_the_triton_container_has() -> None:
-    found = variants("beit_model")
-    assert found["config.pbtxt"].backend == "onnxruntime"
-    assert found["tensorrt.pbtxt"].backend == "tensorrt"
-    for config in (found["config.pbtxt"], found["tensorrt.pbtxt"]):
+    found = variants(NETWORK_MODEL)
+    assert found[DEFAULT_VARIANT].backend == "onnxruntime"
+    assert found[TENSORRT_VARIANT].backend == "tensorrt"
+    for config in (found[DEFAULT_VARIANT], found[TENSORRT_VARIANT]):
         assert config.HasField("dynamic_batching")
         assert all(size <= config.max_batch_size for size in config.dynamic_batching.preferred_batch_size)
 
 
-def test_onnxruntime_tensorrt_accelerator_uses_only_keys_the_backend_accepts() -> None:
-    parameters = tensorrt_accelerator(variants("beit_model")["config.pbtxt"])
-    assert set(parameters) <= ORT_TENSORRT_KEYS, set(parameters) - ORT_TENSORRT_KEYS
-    assert parameters["precision_mode"] in ORT_PRECISION_MODES
-    assert parameters["trt_engine_cache_enable"] in {"1", "true"}
-    assert parameters["trt_engine_cache_path"].startswith("/")
+def test_onnxruntime_tensorrt_accelerator_uses_only_keys_the_backend_accepts(built: Path) -> None:
+    for repository in (TEMPLATE, built):
+        parameters = tensorrt_accelerator(variants(NETWORK_MODEL, repository)[DEFAULT_VARIANT])
+        assert set(parameters) <= ORT_TENSORRT_KEYS, set(parameters) - ORT_TENSORRT_KEYS
+        assert parameters["precision_mode"] in ORT_PRECISION_MODES
+        assert parameters["trt_engine_cache_enable"] in {"1", "true"}
+        assert parameters["trt_engine_cache_path"].startswith("/")
 
 
-def test_onnxruntime_tensorrt_profile_covers_every_batch_the_batcher_can_form() -> None:
-    config = variants("beit_model")["config.pbtxt"]
+def test_the_template_leaves_every_checkpoint_dependent_size_to_the_build() -> None:
+    """Dims, profile shapes and warmup dims depend on the checkpoint; a fixed size here would be wrong for
+    every other checkpoint, so the template holds placeholders only."""
+    config = variants(NETWORK_MODEL)[DEFAULT_VARIANT]
+    assert not {"trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes"} & set(
+        tensorrt_accelerator(config)
+    )
+    assert all(not list(warmup_input.dims) for w in config.model_warmup for warmup_input in w.inputs.values())
+    for model in MODELS:
+        for config in variants(model).values():
+            for tensor in [*config.input, *config.output]:
+                assert tensor.name == "IMAGE" or -1 in tensor.dims, (model, tensor.name)
+
+
+def image_size(repository: Path) -> list[int]:
+    """[height, width] the checkpoint's preprocessing outputs, from the parameters the build wrote."""
+    parameters = model_config.json_parameters(
+        variants(PREPROCESS_MODEL, repository)[DEFAULT_VARIANT], ("do_center_crop", "crop_size", "size")
+    )
+    size = parameters["crop_size"] if parameters["do_center_crop"] else parameters["size"]
+    return [size["height"], size["width"]]
+
+
+def test_built_configs_carry_the_exported_graphs_exact_dims(built: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(built / NETWORK_MODEL / "1" / "model.onnx")).graph
+    expected = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim[1:]] for v in [*graph.input, *graph.output]
+    }
+    assert expected["PIXEL_VALUES"] == [3, *image_size(built)]
+    for model in MODELS:
+        for variant_name, config in variants(model, built).items():
+            for tensor in [*config.input, *config.output]:
+                if tensor.name in expected:
+                    assert list(tensor.dims) == expected[tensor.name], (model, variant_name, tensor.name)
+    labels = (built / NETWORK_MODEL / "labels.txt").read_text().splitlines()
+    assert [len(labels)] == expected["PROBABILITIES"]
+
+
+def test_onnxruntime_tensorrt_profile_covers_every_batch_at_the_checkpoints_image_size(built: Path) -> None:
+    config = variants(NETWORK_MODEL, built)[DEFAULT_VARIANT]
     shapes = profile_shapes(tensorrt_accelerator(config))
     (model_input,) = config.input
     assert {name for name, _ in shapes.values()} == {model_input.name}
@@ -216,28 +278,23 @@ def test_onnxruntime_tensorrt_profile_covers_every_batch_the_batcher_can_form() 
     assert batch["min"] == 1
     assert batch["max"] == config.max_batch_size
     assert batch["opt"] in config.dynamic_batching.preferred_batch_size
-    image = {tuple(dims[1:]) for _, dims in shapes.values()}
-    assert len(image) == 1
-    assert next(iter(image))[0] == model_input.dims[0]
+    assert all(dims[1:] == [3, *image_size(built)] for _, dims in shapes.values())
 
 
-def test_warmup_uses_the_profiles_image_size_and_a_batch_it_can_take() -> None:
-    config = variants("beit_model")["config.pbtxt"]
-    (_, max_dims) = profile_shapes(tensorrt_accelerator(config))["max"]
+def test_warmup_uses_the_checkpoints_image_size_and_a_batch_it_can_take(built: Path) -> None:
+    config = variants(NETWORK_MODEL, built)[DEFAULT_VARIANT]
     assert config.model_warmup
     for warmup in config.model_warmup:
         assert 1 <= warmup.batch_size <= config.max_batch_size
         (name,) = warmup.inputs
-        assert list(warmup.inputs[name].dims) == max_dims[1:]
+        assert list(warmup.inputs[name].dims) == [3, *image_size(built)]
 
 
-def test_profile_image_size_matches_the_checkpoint_parameters_a_build_writes(tiny_repository: Path) -> None:
-    config = text_format.Parse(
-        (tiny_repository / "beit_model" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+def test_classify_and_embed_ensembles_output_the_heads_and_embeddings_widths(built: Path) -> None:
+    parameters = model_config.json_parameters(
+        variants(CLASSIFY_MODEL, built)[DEFAULT_VARIANT], ("num_labels", "embedding_size")
     )
-    parameters = {key: json.loads(value.string_value) for key, value in config.parameters.items()}
-    size = parameters["crop_size"] if parameters.get("do_center_crop") else parameters["size"]
-    (_, max_dims) = profile_shapes(tensorrt_accelerator(config))["max"]
-    assert max_dims[2:] == [size["height"], size["width"]], (
-        "the TensorRT profile and warmup in beit_model/config.pbtxt are written for another image size"
-    )
+    (probabilities,) = variants(CLASSIFY_MODEL, built)[DEFAULT_VARIANT].output
+    (embedding,) = variants(EMBED_MODEL, built)[DEFAULT_VARIANT].output
+    assert list(probabilities.dims) == [parameters["num_labels"]]
+    assert list(embedding.dims) == [parameters["embedding_size"]]

@@ -26,11 +26,10 @@ pytestmark = pytest.mark.server
 TOP_K = 5
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_checkpoint: Path):
+def hugging_face_reference(checkpoint: Path):
     """What a user gets from the checkpoint in-process: its own processor, the PyTorch model, softmax."""
-    processor = BeitImageProcessorPil.from_pretrained(tiny_checkpoint)
-    model = AutoModelForImageClassification.from_pretrained(tiny_checkpoint).eval()
+    processor = BeitImageProcessorPil.from_pretrained(checkpoint)
+    model = AutoModelForImageClassification.from_pretrained(checkpoint).eval()
 
     def probabilities(data: bytes) -> np.ndarray:
         image = load_image(Image.open(io.BytesIO(data)))
@@ -39,6 +38,11 @@ def reference(tiny_checkpoint: Path):
             return torch.softmax(model(pixel_values=pixels).logits, -1)[0].numpy()
 
     return probabilities
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_checkpoint: Path):
+    return hugging_face_reference(tiny_checkpoint)
 
 
 def client_for(server, protocol: str):
@@ -199,3 +203,20 @@ def test_embeddings_are_the_reference_pooled_output(triton_server, tiny_checkpoi
     with torch.no_grad():
         expected = model.base_model(pixel_values=pixels).pooler_output.numpy()
     np.testing.assert_allclose(embedding, expected, atol=1e-4)
+
+
+def test_a_384_pixel_checkpoint_is_served_at_its_own_resolution(tiny_384_checkpoint, tiny_384_repository):
+    from beit_serve import EmbeddedServer
+    from tests.conftest import free_port
+
+    reference = hugging_face_reference(tiny_384_checkpoint)
+    server = EmbeddedServer(
+        tiny_384_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    )
+    images = [encode(photo(500, 400, seed=7), "JPEG"), encode(photo(200, 300, seed=8), "PNG")]
+    with server:
+        served = classify(server, "grpc", images, top_k=5)
+    for data, answer in zip(images, served, strict=True):
+        expected = reference(data)
+        assert [index for _, index, _ in answer] == np.argsort(-expected)[:5].tolist()
+        np.testing.assert_allclose([score for score, _, _ in answer], np.sort(expected)[::-1][:5], atol=1e-4)

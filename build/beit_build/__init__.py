@@ -1,4 +1,4 @@
-"""beit-build: a BEiT checkpoint turned into the Triton model repository's artifacts."""
+"""beit-build: a BEiT checkpoint turned into a built Triton model repository."""
 
 from beit_build.build import BuildResult, build_repository
 from beit_build.errors import (
@@ -6,6 +6,7 @@ from beit_build.errors import (
     CheckpointNotFoundError,
     LabelsError,
     PreprocessingError,
+    TemplateWriteError,
     UnsupportedCheckpointError,
     VerificationError,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "LabelsError",
     "PreprocessingError",
+    "TemplateWriteError",
     "UnsupportedCheckpointError",
     "VerificationError",
     "build_repository",

@@ -1,4 +1,4 @@
-"""Checkpoint in, repository artifacts out: the steps of `beit-build`, in order."""
+"""Checkpoint in, built model repository out: the steps of `beit-build`, in order."""
 
 from __future__ import annotations
 
@@ -9,22 +9,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from beit_build.checkpoint import Checkpoint, load_checkpoint
-from beit_build.export import export_onnx, onnx_node_count, prepare_for_export
-from beit_build.labels import checkpoint_labels
-from beit_build.preprocessing_params import export_resolution, preprocessing_parameters
+from beit_build.checkpoint import load_checkpoint
+from beit_build.export import export_onnx, graph_dims, onnx_node_count, prepare_for_export
+from beit_build.families import Checkpoint
+from beit_build.labels import read_labels
 from beit_build.random_checkpoint import random_checkpoint_name, save_random_checkpoint
 from beit_build.repository import (
     LABELS_PATH,
-    MODEL_CONFIG_PATH,
+    NETWORK_CONFIG_PATH,
     ONNX_PATH,
     atomic_path,
-    copy_template,
+    prepare,
     read_parameters,
+    remove_stale_plan,
+    write_configs,
     write_labels,
-    write_parameters,
 )
 from beit_build.verify import verify_onnx
+from beit_repository.names import DEFAULT_REPOSITORY
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class BuildResult:
 
 def build_repository(
     model: str | Path | None,
-    repository: Path,
+    repository: Path = Path(DEFAULT_REPOSITORY),
     *,
     labels: Path | None = None,
     random_size: str | None = None,
@@ -68,32 +70,43 @@ def build_repository(
         return _build(checkpoint, repository, labels, random_weights=True)
 
 
-def _build(
-    checkpoint: Checkpoint, repository: Path, labels: Path | None, *, random_weights: bool
-) -> BuildResult:
-    model, config = checkpoint.model, checkpoint.model.config
-    resolution = export_resolution(checkpoint.image_processor, config)
-    label_list = checkpoint_labels(config, labels)
-    multi_label = config.problem_type == "multi_label_classification"
-    parameters = {
+def checkpoint_parameters(checkpoint: Checkpoint, *, random_weights: bool) -> dict[str, str]:
+    """What every config of the repository records about the checkpoint, as JSON text."""
+    return {
         "checkpoint": json.dumps(checkpoint.name),
         "random_weights": json.dumps(random_weights),
-        "num_labels": json.dumps(config.num_labels),
-        "embedding_size": json.dumps(config.hidden_size),
-        "multi_label": json.dumps(multi_label),
-        **preprocessing_parameters(checkpoint.image_processor),
+        "num_labels": json.dumps(checkpoint.num_labels),
+        "embedding_size": json.dumps(checkpoint.embedding_size),
+        "multi_label": json.dumps(checkpoint.multi_label),
+        **checkpoint.preprocessing.to_parameters(),
     }
-    copy_template(repository)
+
+
+def _build(
+    checkpoint: Checkpoint, repository: Path, labels_file: Path | None, *, random_weights: bool
+) -> BuildResult:
+    labels = (
+        read_labels(labels_file, expected=checkpoint.num_labels) if labels_file else list(checkpoint.labels)
+    )
+    resolution = checkpoint.resolution
+    prepare(repository)
     onnx_path = repository / ONNX_PATH
     with atomic_path(onnx_path) as temporary:
         with _step(f"exporting ONNX at {resolution[0]}x{resolution[1]} to {onnx_path}"):
-            export_onnx(prepare_for_export(model, resolution), temporary, resolution)
+            export_onnx(prepare_for_export(checkpoint), temporary, resolution)
         with _step("verifying the ONNX graph with ONNX Runtime against PyTorch"):
-            max_abs_diff = verify_onnx(temporary, model, resolution)
+            max_abs_diff = verify_onnx(temporary, checkpoint)
         onnx_nodes = onnx_node_count(temporary)
-    with _step(f"writing labels and checkpoint parameters into {repository}"):
-        labels_path = write_labels(repository, label_list)
-        config_paths = write_parameters(repository, parameters)
+        dims = graph_dims(temporary)
+    remove_stale_plan(repository)
+    with _step(f"writing labels and the completed configs into {repository}"):
+        labels_path = write_labels(repository, labels)
+        config_paths = write_configs(
+            repository,
+            checkpoint_parameters(checkpoint, random_weights=random_weights),
+            dims,
+            checkpoint=checkpoint.name,
+        )
     if random_weights:
         logger.warning(
             "%s holds RANDOM weights (%s): its predictions are meaningless", repository, checkpoint.name
@@ -105,9 +118,9 @@ def _build(
         config_paths=tuple(config_paths),
         checkpoint=checkpoint.name,
         random_weights=random_weights,
-        num_labels=config.num_labels,
-        embedding_size=config.hidden_size,
-        multi_label=multi_label,
+        num_labels=checkpoint.num_labels,
+        embedding_size=checkpoint.embedding_size,
+        multi_label=checkpoint.multi_label,
         resolution=resolution,
         onnx_nodes=onnx_nodes,
         max_abs_diff=max_abs_diff,
@@ -117,9 +130,9 @@ def _build(
 def is_built(repository: Path, checkpoint: str) -> bool:
     """Whether `repository` holds a complete build of `checkpoint` (hub id, folder or random-SIZE)."""
     repository = Path(repository)
-    if not all((repository / path).is_file() for path in (ONNX_PATH, LABELS_PATH, MODEL_CONFIG_PATH)):
+    if not all((repository / path).is_file() for path in (ONNX_PATH, LABELS_PATH, NETWORK_CONFIG_PATH)):
         return False
-    built = read_parameters(repository / MODEL_CONFIG_PATH).get("checkpoint")
+    built = read_parameters(repository).get("checkpoint")
     return built is not None and json.loads(built) == checkpoint
 
 

@@ -16,9 +16,10 @@ from PIL import Image
 
 from beit_build.checkpoint import load_checkpoint
 from beit_build.errors import EngineCheckError
-from beit_build.export import INPUT_NAME, BeitOutputs
+from beit_build.export import NetworkOutputs
 from beit_build.repository import ONNX_PATH, read_parameters
-from beit_preprocessing import PreprocessingConfig, decode_image, preprocess_image
+from beit_preprocessing import DEFAULT_MAX_PIXELS, PreprocessingConfig, decode_image, preprocess_image
+from beit_repository.names import NETWORK_OUTPUTS, PIXEL_VALUES, PROBABILITIES
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ ENGINES: dict[str, ProviderList] = {
         "CPUExecutionProvider",
     ],
 }
-MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def check_engine(
     batch_size: int = 8,
 ) -> EngineCheck:
     """`model` defaults to the checkpoint the repository was built from; `images` to synthetic ones."""
-    parameters = read_parameters(repository / "beit_model" / "config.pbtxt")
+    parameters = read_parameters(repository)
     if model is None:
         if json.loads(parameters["random_weights"]):
             raise EngineCheckError("the repository holds random weights that were not saved: pass --model")
@@ -64,11 +64,11 @@ def check_engine(
     config = PreprocessingConfig.from_parameters(parameters)
     pixels = np.stack([preprocess_image(image, config) for image in _images(images, batch_size)])
     logger.info("running %d images through %s", len(pixels), ", ".join(session.get_providers()))
-    (onnx_probabilities,) = session.run(["PROBABILITIES"], {INPUT_NAME: pixels})
-    reference = load_checkpoint(model).model
+    (onnx_probabilities,) = session.run([PROBABILITIES], {PIXEL_VALUES: pixels})
     with torch.no_grad():
-        _, torch_probabilities, _ = BeitOutputs(reference).eval()(torch.from_numpy(pixels))
-    return _compare(engine, tuple(session.get_providers()), onnx_probabilities, torch_probabilities.numpy())
+        reference = NetworkOutputs(load_checkpoint(model)).eval()(torch.from_numpy(pixels))
+    torch_probabilities = reference[NETWORK_OUTPUTS.index(PROBABILITIES)].numpy()
+    return _compare(engine, tuple(session.get_providers()), onnx_probabilities, torch_probabilities)
 
 
 def _session(path: Path, engine: str) -> onnxruntime.InferenceSession:
@@ -89,7 +89,7 @@ def _session(path: Path, engine: str) -> onnxruntime.InferenceSession:
 
 def _images(paths: Sequence[Path], count: int) -> list[Image.Image]:
     if paths:
-        return [decode_image(path.read_bytes(), max_pixels=MAX_PIXELS) for path in paths]
+        return [decode_image(path.read_bytes(), max_pixels=DEFAULT_MAX_PIXELS) for path in paths]
     rng = np.random.default_rng(0)
     # Smooth random images at odd sizes, so resizing is exercised as well as the network.
     return [

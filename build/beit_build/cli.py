@@ -15,7 +15,7 @@ from beit_build.build import build_repository, is_built
 from beit_build.check_engine import ENGINES, check_engine
 from beit_build.errors import BuildError
 from beit_build.random_checkpoint import RANDOM_ARCHITECTURES, random_checkpoint_name
-from beit_build.repository import TEMPLATE_REPOSITORY
+from beit_repository.names import DEFAULT_REPOSITORY
 
 DEFAULT_CHECKPOINT = "microsoft/beit-base-patch16-224-pt22k-ft22k"
 CHECK_ENGINE = "check-engine"
@@ -61,8 +61,8 @@ def _add_repository(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repository",
         type=Path,
-        default=TEMPLATE_REPOSITORY,
-        help="model repository (default %(default)s)",
+        default=Path(DEFAULT_REPOSITORY),
+        help="the built model repository to write or check (default %(default)s)",
     )
 
 

@@ -5,6 +5,7 @@ BuildError
 ├── UnsupportedCheckpointError   the checkpoint is not a BEiT / data2vec-vision image classifier
 ├── PreprocessingError           the image processor config disagrees with the model (resolution)
 ├── LabelsError                  a labels file does not match the classifier head
+├── TemplateWriteError           a build aimed at the committed template instead of an output directory
 ├── VerificationError            the exported ONNX does not reproduce PyTorch
 └── EngineCheckError             check-engine cannot run the asked engine
 """
@@ -29,6 +30,10 @@ class PreprocessingError(BuildError):
 
 
 class LabelsError(BuildError):
+    pass
+
+
+class TemplateWriteError(BuildError):
     pass
 
 

@@ -1,4 +1,4 @@
-"""The ONNX graph Triton serves: PIXEL_VALUES in; LOGITS, PROBABILITIES, EMBEDDING out (DESIGN.md)."""
+"""The ONNX graph Triton serves: PIXEL_VALUES in; LOGITS, PROBABILITIES and EMBEDDING out."""
 
 from __future__ import annotations
 
@@ -10,38 +10,38 @@ from pathlib import Path
 import onnx
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 
+from beit_build.families import Checkpoint
 from beit_build.layer_scale import fold_layer_scale, layer_scale_report
 from beit_build.relative_position_bias import precompute_relative_position_bias
+from beit_repository.names import NETWORK_OUTPUTS, PIXEL_VALUES
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAME = "PIXEL_VALUES"
-OUTPUT_NAMES = ("LOGITS", "PROBABILITIES", "EMBEDDING")
 # 17 is the first opset with LayerNormalization as one op, which TensorRT can keep in FP32 under FP16.
 OPSET = 17
 
 
-class BeitOutputs(nn.Module):
-    """An image classifier as the three tensors the repository serves."""
+class NetworkOutputs(nn.Module):
+    """A checkpoint's classifier as the three tensors the repository serves, in NETWORK_OUTPUTS order."""
 
-    def __init__(self, model: PreTrainedModel) -> None:
+    def __init__(self, checkpoint: Checkpoint, model: nn.Module | None = None) -> None:
         super().__init__()
-        self.model = model
-        self.multi_label = model.config.problem_type == "multi_label_classification"
+        self.model = checkpoint.model if model is None else model
+        self.family = checkpoint.family
+        self.multi_label = checkpoint.multi_label
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # pooler_output: mean of the patch tokens after layernorm, the input of the classifier head.
-        embedding = self.model.base_model(pixel_values).pooler_output
-        logits = self.model.classifier(embedding)
+        embedding, logits = self.family.outputs(self.model, pixel_values)
         probabilities = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
         return logits, probabilities, embedding
 
 
-def prepare_for_export(model: PreTrainedModel, resolution: tuple[int, int]) -> BeitOutputs:
-    """A copy of `model` with layer scale folded and relative position bias fixed for `resolution`."""
-    report = layer_scale_report(model)
+def prepare_for_export(checkpoint: Checkpoint) -> NetworkOutputs:
+    """A copy of the checkpoint's model with layer scale folded and relative position bias fixed for its
+    resolution."""
+    family, model = checkpoint.family, checkpoint.model
+    report = layer_scale_report(model, family.layer_scales(model))
     log = logger.warning if report.fp16_unsafe else logger.info
     log(
         "layer scale |lambda| in [%s, %s], max |weight| %.3g%s",
@@ -51,18 +51,22 @@ def prepare_for_export(model: PreTrainedModel, resolution: tuple[int, int]) -> B
         " (outside FP16's normal range)" if report.fp16_unsafe else "",
     )
     prepared = copy.deepcopy(model).eval()
-    folded = fold_layer_scale(prepared)
-    biases = precompute_relative_position_bias(prepared, resolution, prepared.config.patch_size)
+    folded = fold_layer_scale(family.layer_scales(prepared))
+    biases = precompute_relative_position_bias(
+        prepared, family.relative_position_bias_types(), checkpoint.resolution, checkpoint.patch_size
+    )
     logger.info(
         "folded %d layer scales into their linear layers; fixed %d relative position biases", folded, biases
     )
-    return BeitOutputs(prepared)
+    return NetworkOutputs(checkpoint, prepared)
 
 
 def export_onnx(module: nn.Module, path: Path, resolution: tuple[int, int]) -> None:
     """TorchScript export with only the batch axis dynamic (the resolution is the checkpoint's)."""
     example = torch.zeros(2, 3, *resolution)
-    dynamic_axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    with torch.no_grad():
+        output_dims = {name: list(output.shape[1:]) for name, output in zip(NETWORK_OUTPUTS, module(example))}
+    dynamic_axes = {name: {0: "batch"} for name in (PIXEL_VALUES, *NETWORK_OUTPUTS)}
     with warnings.catch_warnings():
         # The tracer warns about Python-side shape arithmetic that is constant at a fixed resolution, and the
         # TorchScript exporter about its own deprecation; neither changes the graph.
@@ -73,17 +77,42 @@ def export_onnx(module: nn.Module, path: Path, resolution: tuple[int, int]) -> N
             module.eval(),
             (example,),
             str(path),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            input_names=[PIXEL_VALUES],
+            output_names=list(NETWORK_OUTPUTS),
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
             dynamo=False,
             do_constant_folding=True,
         )
+    _declare_output_dims(path, output_dims)
+
+
+def _declare_output_dims(path: Path, output_dims: dict[str, list[int]]) -> None:
+    """The exporter leaves some output axes symbolic (EMBEDDING's width is named after a LayerNormalization);
+    every axis but the batch is fixed by the checkpoint, and Triton and TensorRT should see it so."""
+    model = onnx.load(str(path), load_external_data=False)
+    for output in model.graph.output:
+        for dim, size in zip(output.type.tensor_type.shape.dim[1:], output_dims[output.name], strict=True):
+            dim.dim_value = size
+    onnx.save(model, str(path))
 
 
 def onnx_node_count(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def graph_dims(path: Path) -> dict[str, list[int]]:
+    """Each graph input's and output's dims after the batch axis, e.g. PIXEL_VALUES: [3, 224, 224]: what the
+    model configs must declare (the onnxruntime backend accepts a config dim of -1 only where the model's
+    own dim is dynamic)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dims = {}
+    for value in [*graph.input, *graph.output]:
+        shape = value.type.tensor_type.shape.dim[1:]
+        if any(not dim.HasField("dim_value") for dim in shape):
+            raise ValueError(f"{path}: {value.name} has a dynamic dim besides the batch axis")
+        dims[value.name] = [dim.dim_value for dim in shape]
+    return dims
 
 
 def _format(value: float | None) -> str:

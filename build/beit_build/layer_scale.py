@@ -3,19 +3,18 @@
 Each residual branch ends in `lambda * Linear(x)`. Trained lambdas can sit below FP16's smallest normal, where
 TensorRT FP16 loses them to subnormals. Folding lambda into the Linear is exact in real arithmetic,
 lambda * (W x + b) = (lambda W) x + lambda b, and within FP32 rounding in practice, so it is always applied.
+The checkpoint's family says where its layer scales are (`CheckpointFamily.layer_scales`).
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.models.beit.modeling_beit import BeitLayer
-from transformers.models.data2vec.modeling_data2vec_vision import Data2VecVisionLayer
 
-logger = logging.getLogger(__name__)
+from beit_build.families import LayerScale
 
 FP16_SMALLEST_NORMAL = 6.104e-5
 FP16_MAX = 65504.0
@@ -33,54 +32,33 @@ class LayerScaleReport:
         return tiny_scale or self.max_abs_weight > FP16_MAX
 
 
-def layer_scale_report(model: nn.Module) -> LayerScaleReport:
-    scales = [scale.detach().abs() for scale, _ in _scaled_linears(model)]
+def layer_scale_report(model: nn.Module, scales: Sequence[LayerScale]) -> LayerScaleReport:
+    values = [_value(scale).abs() for scale in scales]
     max_abs_weight = max(parameter.detach().abs().max().item() for parameter in model.parameters())
-    if not scales:
+    if not values:
         return LayerScaleReport(None, None, max_abs_weight)
     return LayerScaleReport(
-        min_abs_layer_scale=min(scale.min().item() for scale in scales),
-        max_abs_layer_scale=max(scale.max().item() for scale in scales),
+        min_abs_layer_scale=min(value.min().item() for value in values),
+        max_abs_layer_scale=max(value.max().item() for value in values),
         max_abs_weight=max_abs_weight,
     )
 
 
-def fold_layer_scale(model: nn.Module) -> int:
-    """Fold every layer scale into the Linear before it, in place, in FP32; returns how many were folded."""
-    folded = 0
+def fold_layer_scale(scales: Sequence[LayerScale]) -> int:
+    """Fold every layer scale into the Linear it scales, in place, in FP32; returns how many were folded."""
     with torch.no_grad():
-        for layer in _scaled_layers(model):
-            for name, linear in _scale_targets(layer):
-                scale = getattr(layer, name)
-                if not isinstance(scale, torch.Tensor):
-                    continue
-                scale = scale.detach().float()
-                linear.weight.copy_(linear.weight.float() * scale[:, None])
-                if linear.bias is not None:
-                    linear.bias.copy_(linear.bias.float() * scale)
-                delattr(layer, name)
-                # BeitLayer multiplies by its lambda unconditionally (1.0 when absent); data2vec skips None.
-                setattr(layer, name, 1.0 if isinstance(layer, BeitLayer) else None)
-                folded += 1
-    return folded
+        for scale in scales:
+            value = _value(scale).float()
+            linear = scale.linear
+            linear.weight.copy_(linear.weight.float() * value[:, None])
+            if linear.bias is not None:
+                linear.bias.copy_(linear.bias.float() * value)
+            delattr(scale.layer, scale.attribute)
+            setattr(scale.layer, scale.attribute, scale.folded_value)
+    return len(scales)
 
 
-def _scaled_layers(model: nn.Module) -> list[nn.Module]:
-    return [module for module in model.modules() if isinstance(module, (BeitLayer, Data2VecVisionLayer))]
-
-
-def _scale_targets(layer: nn.Module) -> list[tuple[str, nn.Linear]]:
-    if isinstance(layer, BeitLayer):
-        return [("lambda_1", layer.attention.o_proj), ("lambda_2", layer.mlp.fc2)]
-    assert isinstance(layer, Data2VecVisionLayer)
-    return [("lambda_1", layer.attention.output.dense), ("lambda_2", layer.output.dense)]
-
-
-def _scaled_linears(model: nn.Module) -> list[tuple[torch.Tensor, nn.Linear]]:
-    pairs = []
-    for layer in _scaled_layers(model):
-        for name, linear in _scale_targets(layer):
-            scale = getattr(layer, name)
-            if isinstance(scale, torch.Tensor):
-                pairs.append((scale, linear))
-    return pairs
+def _value(scale: LayerScale) -> torch.Tensor:
+    value = getattr(scale.layer, scale.attribute)
+    assert isinstance(value, torch.Tensor), f"{scale.attribute} is already folded"
+    return value.detach()

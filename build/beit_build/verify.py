@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
-from transformers import PreTrainedModel
 
 from beit_build.errors import VerificationError
-from beit_build.export import INPUT_NAME, OUTPUT_NAMES, BeitOutputs
+from beit_build.export import NetworkOutputs
+from beit_build.families import Checkpoint
+from beit_repository.names import NETWORK_OUTPUTS, PIXEL_VALUES
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,7 @@ TOLERANCE = 1e-4
 
 def verify_onnx(
     path: Path,
-    model: PreTrainedModel,
-    resolution: tuple[int, int],
+    checkpoint: Checkpoint,
     *,
     batch_size: int = 2,
     tolerance: float = TOLERANCE,
@@ -30,14 +30,14 @@ def verify_onnx(
     """Max |ONNX - PyTorch| per output on a random batch; raises VerificationError above `tolerance`."""
     generator = torch.Generator().manual_seed(seed)
     # Normalized pixels of BEiT's default preprocessing lie in [-1, 1].
-    pixel_values = torch.rand(batch_size, 3, *resolution, generator=generator) * 2 - 1
+    pixel_values = torch.rand(batch_size, 3, *checkpoint.resolution, generator=generator) * 2 - 1
     with torch.no_grad():
-        expected = BeitOutputs(model).eval()(pixel_values)
+        expected = NetworkOutputs(checkpoint).eval()(pixel_values)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    actual = session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixel_values.numpy()})
+    actual = session.run(list(NETWORK_OUTPUTS), {PIXEL_VALUES: pixel_values.numpy()})
     differences = {
         name: float(np.max(np.abs(got - want.numpy())))
-        for name, got, want in zip(OUTPUT_NAMES, actual, expected, strict=True)
+        for name, got, want in zip(NETWORK_OUTPUTS, actual, expected, strict=True)
     }
     for name, difference in differences.items():
         logger.info("max |ONNX - PyTorch| %s: %.3g", name, difference)

@@ -6,7 +6,7 @@ preprocessing both import it, so the server and the client compute the same pixe
 
 from beit_preprocessing._batch import preprocess_batch, preprocess_requests
 from beit_preprocessing._config import MODES, PARAMETER_KEYS, Mode, PreprocessingConfig, SizeSpec
-from beit_preprocessing._decode import SUPPORTED_FORMATS, decode_image
+from beit_preprocessing._decode import DEFAULT_MAX_PIXELS, SUPPORTED_FORMATS, decode_image
 from beit_preprocessing._errors import (
     EmptyImageError,
     InconsistentSizesError,
@@ -18,6 +18,7 @@ from beit_preprocessing._errors import (
 from beit_preprocessing._transforms import Pixels, preprocess_bytes, preprocess_image, resize_output_size
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "EmptyImageError",
     "InconsistentSizesError",
     "InvalidImageError",

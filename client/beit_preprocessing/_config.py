@@ -10,8 +10,8 @@ from typing import Any, Literal
 Mode = Literal["exact", "fast"]
 MODES: tuple[Mode, ...] = ("exact", "fast")
 
-# The keys beit-build writes as JSON text into every config (DESIGN.md, "Generated checkpoint parameters"),
-# named as in HF preprocessor_config.json.
+# The keys beit-build writes as JSON text into every config it builds, named as in HF
+# preprocessor_config.json.
 PARAMETER_KEYS = (
     "do_resize",
     "size",

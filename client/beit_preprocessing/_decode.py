@@ -22,6 +22,11 @@ from beit_preprocessing._errors import (
 # of untrusted bytes. (Multi-picture phone JPEGs open through the JPEG opener, which returns an MPO image.)
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Images that decode to more pixels than this are refused: the server's default (`max_pixels` parameter of
+beit_preprocess) and the SDK's for client-side preprocessing, so both accept the same images. 40 MP takes
+any phone photo up to 8K; each such image decodes to 120 MB of RGB."""
+
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 # KServe v2 JSON carries BYTES elements as text, so JSON clients send the file base64-encoded, optionally as

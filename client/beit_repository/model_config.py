@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +97,14 @@ def parameters(config: ModelConfig) -> dict[str, str]:
     return {key: value.string_value for key, value in config.parameters.items()}
 
 
-def json_parameters(config: ModelConfig, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The parameters beit-build writes, whose values are JSON text, decoded; `keys` picks some of them."""
+def json_parameters(config: ModelConfig, keys: Sequence[str]) -> dict[str, Any]:
+    """Parameters beit-build writes, whose values are JSON text, decoded (the hand-written ones are plain)."""
     found = parameters(config)
-    chosen = found if keys is None else {key: found[key] for key in keys if key in found}
+    missing = [key for key in keys if key not in found]
+    if missing:
+        raise ModelConfigError(f"{config.name!r} lacks the parameters {missing}: build it with beit-build")
     try:
-        return {key: json.loads(value) for key, value in chosen.items()}
+        return {key: json.loads(found[key]) for key in keys}
     except json.JSONDecodeError as e:
         raise ModelConfigError(f"a parameter of {config.name!r} is not JSON text: {e}") from e
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from beit_preprocessing import preprocess_bytes
+from beit_repository.names import PREPROCESS_MODEL
 from loadtest.benchmark import baselines, preprocessing, report, serving
 from loadtest.benchmark.artifacts import Artifacts, prepare
 from loadtest.benchmark.report import PER_CORE_LAYOUT
 from loadtest.benchmark.repository import (
-    PREPROCESS_MODEL,
     model_parameters,
     preprocessing_config,
     with_preprocessor,

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest.benchmark.repository import onnx_model
+
 logger = logging.getLogger(__name__)
 
 RANDOM_PREFIX = "random-"
@@ -19,7 +21,7 @@ class Artifacts:
 
     @property
     def onnx_model(self) -> Path:
-        return self.repository / "beit_model" / "1" / "model.onnx"
+        return onnx_model(self.repository)
 
 
 def prepare(model: str, workdir: Path) -> Artifacts:
@@ -37,11 +39,11 @@ def prepare(model: str, workdir: Path) -> Artifacts:
         checkpoint: Path | str = workdir / "checkpoint"
         if not (workdir / "checkpoint" / "config.json").exists():
             save_random_checkpoint(size, workdir / "checkpoint")
-        if not (repository / "beit_model" / "1" / "model.onnx").exists():
+        if not onnx_model(repository).exists():
             build_repository(None, repository, random_size=size)
     else:
         checkpoint = model
-        if not (repository / "beit_model" / "1" / "model.onnx").exists():
+        if not onnx_model(repository).exists():
             build_repository(model, repository)
     logger.info("benchmarking %s from %s", model, repository)
     return Artifacts(model, checkpoint, repository)

@@ -12,10 +12,8 @@ import numpy as np
 from PIL import Image
 
 from beit_preprocessing import PreprocessingConfig, preprocess_bytes
+from beit_repository.names import PIXEL_VALUES, PROBABILITIES
 from loadtest.benchmark.timing import Measurement, closed_loop
-
-PIXEL_INPUT = "PIXEL_VALUES"
-PROBABILITIES_OUTPUT = "PROBABILITIES"
 
 
 def hf_pipeline(
@@ -66,7 +64,7 @@ def onnx_batches(
 
         def factory(_index: int, batch: np.ndarray = batch):
             def call() -> int:
-                session.run([PROBABILITIES_OUTPUT], {PIXEL_INPUT: batch})
+                session.run([PROBABILITIES], {PIXEL_VALUES: batch})
                 return len(batch)
 
             return call
@@ -91,7 +89,7 @@ def onnx_end_to_end(
     def factory(_index: int):
         def call() -> int:
             pixels = preprocess_bytes(next(cycle), config, max_pixels=max_pixels)
-            session.run([PROBABILITIES_OUTPUT], {PIXEL_INPUT: pixels[None]})
+            session.run([PROBABILITIES], {PIXEL_VALUES: pixels[None]})
             return 1
 
         return call

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 
 from beit_preprocessing import PreprocessingConfig, decode_image, preprocess_bytes, preprocess_image
+from beit_repository.names import IMAGE, PIXEL_VALUES, PREPROCESS_MODEL, PROBABILITIES
 from loadtest.benchmark.timing import Measurement, closed_loop
-
-PREPROCESS_MODEL = "beit_preprocess"
 
 
 def in_process(
@@ -80,7 +79,7 @@ def fast_mode_deviation(
     fast_pixels = np.stack([preprocess_bytes(data, fast, max_pixels=max_pixels) for data in images])
     difference = np.abs(exact_pixels - fast_pixels)
     top = {
-        mode: np.argsort(-session.run(["PROBABILITIES"], {"PIXEL_VALUES": pixels})[0], axis=1)[:, :5]
+        mode: np.argsort(-session.run([PROBABILITIES], {PIXEL_VALUES: pixels})[0], axis=1)[:, :5]
         for mode, pixels in (("exact", exact_pixels), ("fast", fast_pixels))
     }
     return {
@@ -120,10 +119,10 @@ def served(
 
         def call() -> int:
             batch = np.array([[images[next(rotation)]] for _ in range(batch_size)], dtype=np.object_)
-            tensor = httpclient.InferInput("IMAGE", list(batch.shape), "BYTES")
+            tensor = httpclient.InferInput(IMAGE, list(batch.shape), "BYTES")
             tensor.set_data_from_numpy(batch, binary_data=True)
-            output = httpclient.InferRequestedOutput("PIXEL_VALUES", binary_data=True)
-            client.infer(PREPROCESS_MODEL, [tensor], outputs=[output]).as_numpy("PIXEL_VALUES")
+            output = httpclient.InferRequestedOutput(PIXEL_VALUES, binary_data=True)
+            client.infer(PREPROCESS_MODEL, [tensor], outputs=[output]).as_numpy(PIXEL_VALUES)
             return batch_size
 
         return call

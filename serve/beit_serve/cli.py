@@ -9,20 +9,26 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from beit_serve.server import EMBEDDED_CONFIG_NAME, EmbeddedServer, ServerStartError
+from beit_repository.names import DEFAULT_REPOSITORY, EMBEDDED_VARIANT
+from beit_serve.server import EmbeddedServer, ServerStartError
 
 logger = logging.getLogger("beit-serve")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="beit-serve", description=__doc__)
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path(DEFAULT_REPOSITORY),
+        help="the model repository beit-build wrote (default %(default)s)",
+    )
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument(
         "--model-config-name",
-        default=EMBEDDED_CONFIG_NAME,
+        default=EMBEDDED_VARIANT,
         help="load configs/NAME.pbtxt where a model has one (default: %(default)s, the CPU variant)",
     )
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")

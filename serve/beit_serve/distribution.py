@@ -1,7 +1,7 @@
 """Where the nvidia-pytriton wheel keeps the Triton binary, its backends and its shared libraries.
 
 The wheel is a Triton 2.51 build with the Python backend and the ensemble scheduler, and no onnxruntime or
-TensorRT backend (FACTS.md); PyTriton itself drives it the same way (pytriton/triton.py,
+TensorRT backend; PyTriton itself drives it the same way (pytriton/triton.py,
 pytriton/server/triton_server.py).
 """
 

@@ -14,11 +14,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from beit_repository.names import EMBEDDED_VARIANT
 from beit_serve import distribution
 
 logger = logging.getLogger(__name__)
-
-EMBEDDED_CONFIG_NAME = "embedded"
 
 
 class ServerStartError(RuntimeError):
@@ -39,7 +38,7 @@ class EmbeddedServer:
         http_port: int = 8000,
         grpc_port: int = 8001,
         metrics_port: int = 8002,
-        model_config_name: str | None = EMBEDDED_CONFIG_NAME,
+        model_config_name: str | None = EMBEDDED_VARIANT,
         log_file: Path | None = None,
         log_verbose: int = 0,
         exit_timeout: int = 10,

@@ -14,17 +14,17 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-_INPUT = "PIXEL_VALUES"
+from beit_repository.names import NETWORK_MODEL, ONNX_FILE, PIXEL_VALUES
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        path = os.path.join(args["model_repository"], args["model_version"], ONNX_FILE)
         if not os.path.exists(path):
             raise pb_utils.TritonModelException(
-                f"beit_model: {path} is missing; "
+                f"{NETWORK_MODEL}: {path} is missing; "
                 "run `beit-build --model CHECKPOINT --repository MODEL_REPOSITORY` first"
             )
         self._session = ort.InferenceSession(
@@ -39,7 +39,7 @@ class TritonPythonModel:
         self._max_engine_batch = _int_parameter(parameters, "max_engine_batch") or None
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        pixels = [pb_utils.get_input_tensor_by_name(request, _INPUT).as_numpy() for request in requests]
+        pixels = [pb_utils.get_input_tensor_by_name(request, PIXEL_VALUES).as_numpy() for request in requests]
         responses: list[Any] = [None] * len(requests)
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, batch in enumerate(pixels):
@@ -67,13 +67,13 @@ class TritonPythonModel:
             want is not None and have != want for have, want in zip(batch.shape[1:], expected, strict=True)
         ):
             shown = ", ".join("?" if dim is None else str(dim) for dim in expected)
-            return f"{_INPUT} must be [batch, {shown}], got {list(batch.shape)}"
+            return f"{PIXEL_VALUES} must be [batch, {shown}], got {list(batch.shape)}"
         return None
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         step = self._max_engine_batch or len(batch)
         chunks = [
-            self._session.run(self._outputs, {_INPUT: batch[start : start + step]})
+            self._session.run(self._outputs, {PIXEL_VALUES: batch[start : start + step]})
             for start in range(0, len(batch), step)
         ]
         return {
@@ -99,7 +99,9 @@ def _int_parameter(parameters: dict[str, str], key: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise pb_utils.TritonModelException(f"beit_model: parameter {key!r} must be a non-negative integer")
+        raise pb_utils.TritonModelException(
+            f"{NETWORK_MODEL}: parameter {key!r} must be a non-negative integer"
+        )
     return value
 
 

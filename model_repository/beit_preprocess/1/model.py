@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from beit_preprocessing import InvalidImageError, PreprocessingConfig, preprocess_requests
-
-_DEFAULT_MAX_PIXELS = 40_000_000
+from beit_preprocessing import DEFAULT_MAX_PIXELS, InvalidImageError, PreprocessingConfig, preprocess_requests
+from beit_repository.names import IMAGE, PIXEL_VALUES, PREPROCESS_MODEL
 
 
 class TritonPythonModel:
@@ -27,14 +26,14 @@ class TritonPythonModel:
             self._config = PreprocessingConfig.from_parameters(parameters)
         except ValueError as e:
             # The message names beit-build, which writes the checkpoint's parameters into this config.
-            raise pb_utils.TritonModelException(f"beit_preprocess: {e}") from e
-        self._max_pixels = _positive_int(parameters, "max_pixels", _DEFAULT_MAX_PIXELS)
+            raise pb_utils.TritonModelException(f"{PREPROCESS_MODEL}: {e}") from e
+        self._max_pixels = _positive_int(parameters, "max_pixels", DEFAULT_MAX_PIXELS)
         threads = _positive_int(parameters, "decode_threads", 0, allow_zero=True)
         self._threads = threads or os.cpu_count() or 1
         self._executor = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="beit-decode")
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        images = [pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy() for request in requests]
+        images = [pb_utils.get_input_tensor_by_name(request, IMAGE).as_numpy() for request in requests]
         answers = preprocess_requests(
             images, self._config, max_pixels=self._max_pixels, executor=self._executor, workers=self._threads
         )
@@ -49,7 +48,7 @@ def _response(answer: np.ndarray | InvalidImageError) -> Any:
         return pb_utils.InferenceResponse(
             error=pb_utils.TritonError(str(answer), pb_utils.TritonError.INVALID_ARG)
         )
-    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PIXEL_VALUES", answer)])
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(PIXEL_VALUES, answer)])
 
 
 def _positive_int(parameters: dict[str, str], key: str, default: int, *, allow_zero: bool = False) -> int:
@@ -61,5 +60,7 @@ def _positive_int(parameters: dict[str, str], key: str, default: int, *, allow_z
     except ValueError:
         value = -1
     if value < 0 or (value == 0 and not allow_zero):
-        raise pb_utils.TritonModelException(f"beit_preprocess: parameter {key!r} must be a positive integer")
+        raise pb_utils.TritonModelException(
+            f"{PREPROCESS_MODEL}: parameter {key!r} must be a positive integer"
+        )
     return value
