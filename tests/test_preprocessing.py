@@ -18,6 +18,7 @@ from transformers import BeitImageProcessorPil
 from transformers.image_utils import load_image
 
 from beit_preprocessing import (
+    DEFAULT_MAX_PIXELS,
     EmptyImageError,
     InconsistentSizesError,
     InvalidImageError,
@@ -33,10 +34,11 @@ from beit_preprocessing import (
     preprocess_requests,
 )
 
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = DEFAULT_MAX_PIXELS
 IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 
-# The processor settings of the checkpoints we serve (FACTS.md), plus timm's crop_pct 0.9 recipe.
+# The processor settings of the checkpoints we serve (their preprocessor_config.json on the Hub), plus timm's
+# crop_pct 0.9 recipe.
 PROCESSORS = {
     "224-bilinear-half": dict(
         size={"height": 224, "width": 224}, resample=2, image_mean=[0.5] * 3, image_std=[0.5] * 3

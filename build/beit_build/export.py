@@ -65,7 +65,10 @@ def export_onnx(module: nn.Module, path: Path, resolution: tuple[int, int]) -> N
     """TorchScript export with only the batch axis dynamic (the resolution is the checkpoint's)."""
     example = torch.zeros(2, 3, *resolution)
     with torch.no_grad():
-        output_dims = {name: list(output.shape[1:]) for name, output in zip(NETWORK_OUTPUTS, module(example))}
+        outputs = module(example)
+    output_dims = {
+        name: list(output.shape[1:]) for name, output in zip(NETWORK_OUTPUTS, outputs, strict=True)
+    }
     dynamic_axes = {name: {0: "batch"} for name in (PIXEL_VALUES, *NETWORK_OUTPUTS)}
     with warnings.catch_warnings():
         # The tracer warns about Python-side shape arithmetic that is constant at a fixed resolution, and the

@@ -18,7 +18,7 @@ _COMMON: dict[str, Any] = dict(
     use_mean_pooling=True,
 )
 # tiny matches tests/checkpoints.py; base has microsoft/beit-base-patch16-224-pt22k-ft22k's architecture and
-# head, large microsoft/beit-large-patch16-224's (FACTS.md, "The checkpoints").
+# head, large microsoft/beit-large-patch16-224's (their config.json on the Hub).
 RANDOM_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "tiny": dict(
         hidden_size=32,

@@ -1,8 +1,9 @@
 """Regenerate beit_build/data/imagenet22k_labels.txt from timm's package data.
 
 The 22k BEiT heads output the 21,841 fall11 WordNet ids in sorted order; the Hub id2label of those checkpoints
-is shifted from id 9205 on (see FACTS.md), so we ship the list ourselves. timm is never installed or imported:
-its wheel is read as a zip (`pip download timm --no-deps -d /tmp/timm`).
+is shifted from id 9205 on (two entries of a 21,843-entry list were deleted without re-indexing; see the
+Hub discussion of microsoft/beit-large-patch16-224-pt22k-ft22k), so we ship the list ourselves. timm is never
+installed or imported: its wheel is read as a zip (`pip download timm --no-deps -d /tmp/timm`).
 
     python -m beit_build.scripts.imagenet22k_labels --timm-wheel /tmp/timm/timm-*.whl
     python -m beit_build.scripts.imagenet22k_labels --synsets imagenet22k_synsets.txt \

@@ -1,0 +1,91 @@
+"""The project as a user installs it: the built wheel, not this checkout, in a fresh virtual environment.
+
+An editable install finds everything in the source tree; a regular install has only what the wheel carries.
+These tests build the wheel, install it with its extras into a new venv (dependencies resolved from its own
+metadata), then build and serve a checkpoint from outside the checkout.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from beit_repository.names import CLASSIFY_MODEL, IMAGE, NETWORK_MODEL, PROBABILITIES
+from tests.conftest import free_port, wait_ready
+from tests.images import encode, photo
+
+ROOT = Path(__file__).resolve().parents[1]
+# The CPU build of torch that pyproject pins; pip takes it from the machine's local wheel.
+TORCH = "torch==2.13.0"
+
+pytestmark = pytest.mark.server
+
+
+def run(*command: str | Path, cwd: Path) -> str:
+    result = subprocess.run([str(part) for part in command], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("wheel")
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", directory, ROOT, cwd=directory)
+    (built,) = directory.glob("beit_triton-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with the wheel and its build and serve extras: what `pip install beit-triton[build,serve]`
+    gives a user. Returns its bin/ directory."""
+    venv = tmp_path_factory.mktemp("venv")
+    run(sys.executable, "-m", "venv", venv, cwd=venv)
+    run(venv / "bin" / "pip", "install", "--quiet", f"{wheel}[build,serve]", TORCH, cwd=venv)
+    return venv / "bin"
+
+
+def test_the_installed_template_is_the_wheels_own_copy(installed: Path, tmp_path: Path) -> None:
+    script = "from beit_repository.template import template_directory as t\nprint(t())\n"
+    script += "print(sorted(p.name for p in t().iterdir()))"
+    location = run(installed / "python", "-c", script, cwd=tmp_path).splitlines()
+    assert "site-packages" in location[0] and str(ROOT) not in location[0]
+    assert location[1] == "['beit', 'beit_embedding', 'beit_model', 'beit_preprocess']"
+
+
+def test_a_wheel_install_builds_and_serves_a_checkpoint(
+    installed: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    run(installed / "beit-build", "--model", tiny_checkpoint, cwd=tmp_path)
+    repository = tmp_path / "output" / "model_repository"
+    assert (repository / NETWORK_MODEL / "1" / "model.onnx").is_file()
+    http_port = free_port()
+    server = subprocess.Popen(
+        [
+            installed / "beit-serve",
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        cwd=tmp_path,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{http_port}", server)
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
+        images = np.array([[encode(photo(320, 240), "JPEG")]], dtype=np.object_)
+        image_input = httpclient.InferInput(IMAGE, list(images.shape), "BYTES")
+        image_input.set_data_from_numpy(images)
+        top3 = httpclient.InferRequestedOutput(PROBABILITIES, class_count=3)
+        (row,) = client.infer(CLASSIFY_MODEL, [image_input], outputs=[top3]).as_numpy(PROBABILITIES)
+        assert [entry.decode().split(":", 2)[2].startswith("class ") for entry in row] == [True] * 3
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
