@@ -19,7 +19,9 @@ from typing import Any
 import onnx
 import pytest
 import yaml
+from google.protobuf import text_format
 from onnx import TensorProto, helper
+from tritonclient.grpc import model_config_pb2
 
 from beit_repository.names import DEFAULT_REPOSITORY
 from tests import compose
@@ -333,20 +335,63 @@ def test_plan_arguments_refuse_a_graph_without_layernormalization_ops(tmp_path: 
         plan_args.trtexec_args(config, tiny_onnx(tmp_path / "model.onnx", layer_norms=0))
 
 
-def test_plan_arguments_need_an_image_size_from_the_graph_or_the_checkpoint(tmp_path: Path) -> None:
-    plan_args = load_plan_args()
-    config = TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt"
-    onnx_path = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height="height")
-    with_size = tmp_path / "tensorrt.pbtxt"
-    with_size.write_text(
-        config.read_text()
-        + 'parameters { key: "do_center_crop" value { string_value: "false" } }\n'
-        + 'parameters { key: "size" value { string_value: "{\\"height\\": 384, \\"width\\": 384}" } }\n'
+def plan_config(path: Path, **parameters: object) -> Path:
+    """The template's configs/tensorrt.pbtxt with exactly these generated parameters (JSON values)."""
+    config = text_format.Parse(
+        (TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
-    assert plan_args.trtexec_args(with_size, onnx_path)[0] == "--minShapes=PIXEL_VALUES:1x3x384x384"
-    if "size" not in plan_args.load_config(config).parameters:
-        with pytest.raises(plan_args.PlanArgsError, match="image size"):
-            plan_args.trtexec_args(config, onnx_path)
+    config.ClearField("parameters")
+    for key, value in parameters.items():
+        config.parameters[key].string_value = json.dumps(value)
+    path.write_text(text_format.MessageToString(config))
+    return path
+
+
+SIZE_384 = {"height": 384, "width": 384}
+
+
+@pytest.mark.parametrize(
+    "parameters", [{}, {"do_center_crop": False, "size": SIZE_384}], ids=["no-parameters", "size"]
+)
+def test_plan_arguments_take_the_image_size_fixed_in_the_graph_first(
+    tmp_path: Path, parameters: dict[str, object]
+) -> None:
+    plan_args = load_plan_args()
+    config = plan_config(tmp_path / "tensorrt.pbtxt", **parameters)
+    fixed = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height=224)
+    assert plan_args.trtexec_args(config, fixed)[0] == "--minShapes=PIXEL_VALUES:1x3x224x224"
+
+
+@pytest.mark.parametrize(
+    ("parameters", "shape"),
+    [
+        ({"do_center_crop": False, "size": SIZE_384}, "384x384"),
+        ({"do_center_crop": True, "size": SIZE_384, "crop_size": {"height": 320, "width": 320}}, "320x320"),
+    ],
+    ids=["size", "crop-size"],
+)
+def test_plan_arguments_take_the_checkpoints_image_size_when_the_graph_leaves_it_open(
+    tmp_path: Path, parameters: dict[str, object], shape: str
+) -> None:
+    plan_args = load_plan_args()
+    config = plan_config(tmp_path / "tensorrt.pbtxt", **parameters)
+    dynamic = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height="height")
+    assert plan_args.trtexec_args(config, dynamic)[0] == f"--minShapes=PIXEL_VALUES:1x3x{shape}"
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{}, {"size": {"shortest_edge": 384}}, {"do_center_crop": True, "size": SIZE_384}],
+    ids=["no-parameters", "no-height-width", "crop-without-crop-size"],
+)
+def test_plan_arguments_need_an_image_size_from_the_graph_or_the_checkpoint(
+    tmp_path: Path, parameters: dict[str, object]
+) -> None:
+    plan_args = load_plan_args()
+    config = plan_config(tmp_path / "tensorrt.pbtxt", **parameters)
+    dynamic = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height="height")
+    with pytest.raises(plan_args.PlanArgsError, match="image size"):
+        plan_args.trtexec_args(config, dynamic)
 
 
 def test_plan_build_script_is_valid_bash() -> None:
