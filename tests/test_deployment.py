@@ -6,11 +6,10 @@ install what the code running in them imports.
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,31 +19,26 @@ from typing import Any
 import onnx
 import pytest
 import yaml
+from google.protobuf import text_format
 from onnx import TensorProto, helper
+from tritonclient.grpc import model_config_pb2
+
+from beit_repository.names import DEFAULT_REPOSITORY
+from tests import compose
+from tests.compose import Mount
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-REPOSITORY = ROOT / "model_repository"
+TEMPLATE = ROOT / "model_repository"
+"""The committed model repository template (configs and Python-backend models, no artifacts)."""
+BUILT_REPOSITORY = ROOT / DEFAULT_REPOSITORY
+"""Where the compose steps write and Triton reads the built repository, as a host path."""
 TRITON_DOCKERFILE = ROOT / "build" / "Dockerfile.triton"
 
 
 def compose_config(**env: str) -> dict[str, Any]:
-    """The file as Compose resolves it (interpolation, anchors, defaults), for the given environment."""
-    # Debian's docker-compose (v1.29) validates against the Compose schema with no engine running. Missing
-    # is a failure, not a skip: an unvalidated compose file is exactly what this test exists to prevent.
-    binary = shutil.which("docker-compose")
-    assert binary, "docker-compose not found: apt-get install -y docker-compose"
-    clean = {k: v for k, v in os.environ.items() if k not in {"TRITON_MODEL_CONFIG", "MODEL", "HF_TOKEN"}}
-    result = subprocess.run(
-        [binary, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "config"],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    config: dict[str, Any] = yaml.safe_load(result.stdout)
-    return config
+    """The file as Compose loads it (anchors, interpolation, schema, consistency) with only env set."""
+    return compose.load(COMPOSE_FILE, env)
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +46,13 @@ def services() -> dict[str, Any]:
     return compose_config()["services"]
 
 
-def volumes(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
-    """target -> (source, read_only), whatever syntax Compose printed."""
-    mounts = {}
-    for volume in service.get("volumes", []):
-        if isinstance(volume, str):
-            source, target, *mode = volume.split(":")
-            mounts[target] = (source, mode == ["ro"])
-        else:
-            mounts[volume["target"]] = (volume["source"], bool(volume.get("read_only")))
-    return mounts
+def volumes(service: dict[str, Any]) -> dict[str, Mount]:
+    """target -> Mount, host paths absolute as Compose resolves them against the project directory."""
+    return compose.mounts(service, ROOT)
 
 
 def published_ports(service: dict[str, Any]) -> set[int]:
-    ports = set()
-    for port in service.get("ports", []):
-        ports.add(int(port["published"]) if isinstance(port, dict) else int(str(port).split(":")[0]))
-    return ports
+    return compose.published_ports(service)
 
 
 def gpu_reserved(service: dict[str, Any]) -> bool:
@@ -90,6 +74,7 @@ def load_plan_args() -> ModuleType:
 
 
 def test_compose_file_is_valid_for_compose(services: dict[str, Any]) -> None:
+    # compose_config raised already if the schema or Compose's consistency checks refused the file.
     assert set(services) == {
         "triton",
         "build",
@@ -121,6 +106,50 @@ def test_triton_reserves_gpus_publishes_its_ports_and_checks_readiness(services:
     assert "http://localhost:8000/v2/health/ready" in health
 
 
+def test_the_schema_rejects_what_compose_rejects() -> None:
+    model = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert compose.schema_errors(model) == []
+    unknown_key = copy.deepcopy(model)
+    unknown_key["services"]["triton"]["gpu"] = "all"
+    assert compose.schema_errors(unknown_key) == [
+        "services.triton: 'gpu' does not match any of the regexes: '^x-'"
+    ]
+    wrong_type = copy.deepcopy(model)
+    wrong_type["services"]["triton"]["ports"] = "8000:8000"
+    assert compose.schema_errors(wrong_type) == ["services.triton.ports: '8000:8000' is not of type 'array'"]
+    misspelt_service = copy.deepcopy(model)
+    misspelt_service["service"] = misspelt_service.pop("services")
+    assert compose.schema_errors(misspelt_service)
+
+
+def test_loading_reports_a_file_compose_refuses(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE_FILE.read_text().replace("    shm_size:", "    shm_sizes:", 1))
+    with pytest.raises(compose.ComposeError, match=r"\nservices\.triton: 'shm_sizes' does not match"):
+        compose.load(broken, {})
+    broken.write_text(
+        COMPOSE_FILE.read_text().replace("      - trt_cache:/trt_cache", "      - trt:/trt_cache")
+    )
+    with pytest.raises(compose.ComposeError, match="service 'triton' refers to undefined volume trt$"):
+        compose.load(broken, {})
+
+
+def test_loading_reports_a_required_variable_that_is_unset(tmp_path: Path) -> None:
+    required = tmp_path / "docker-compose.yml"
+    required.write_text(
+        COMPOSE_FILE.read_text().replace(
+            "${MODEL:-microsoft/", "${MODEL:?set MODEL to a checkpoint, e.g. microsoft/"
+        )
+    )
+    message = r"services\.build\.command\[1\]: required variable MODEL is missing a value: set MODEL to"
+    with pytest.raises(compose.InterpolationError, match=message):
+        compose.load(required, {})
+    with pytest.raises(compose.InterpolationError, match=message):
+        compose.load(required, {"MODEL": ""})
+    chosen = compose.load(required, {"MODEL": "microsoft/beit-large-patch16-224"})
+    assert chosen["services"]["build"]["command"][1] == "microsoft/beit-large-patch16-224"
+
+
 def test_triton_serves_the_repository_read_only_and_caches_engines_on_a_volume(
     services: dict[str, Any],
 ) -> None:
@@ -129,13 +158,13 @@ def test_triton_serves_the_repository_read_only_and_caches_engines_on_a_volume(
     triton = services["triton"]
     mounts = volumes(triton)
     repository = triton_flag(triton, "model-repository")
-    assert mounts[repository] == (str(REPOSITORY), True)
-    cache_path = tensorrt_accelerator(parse(REPOSITORY / "beit_model" / "config.pbtxt"))[
+    assert mounts[repository] == Mount("bind", str(BUILT_REPOSITORY), read_only=True)
+    cache_path = tensorrt_accelerator(parse(TEMPLATE / "beit_model" / "config.pbtxt"))[
         "trt_engine_cache_path"
     ]
-    source, read_only = mounts[cache_path]
-    assert not read_only
-    assert source in compose_config()["volumes"], "the engine cache must outlive the container"
+    cache = mounts[cache_path]
+    assert cache.type == "volume" and not cache.read_only
+    assert cache.source in compose_config()["volumes"], "the engine cache must outlive the container"
 
 
 def test_model_config_name_defaults_to_config_pbtxt_and_selects_tensorrt_on_request(
@@ -145,7 +174,7 @@ def test_model_config_name_defaults_to_config_pbtxt_and_selects_tensorrt_on_requ
     assert triton_flag(services["triton"], "model-config-name") == "config"
     chosen = compose_config(TRITON_MODEL_CONFIG="tensorrt")["services"]["triton"]
     assert triton_flag(chosen, "model-config-name") == "tensorrt"
-    assert (REPOSITORY / "beit_model" / "configs" / "tensorrt.pbtxt").is_file()
+    assert (TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt").is_file()
 
 
 def test_build_step_writes_the_repository_from_the_chosen_checkpoint(services: dict[str, Any]) -> None:
@@ -154,8 +183,10 @@ def test_build_step_writes_the_repository_from_the_chosen_checkpoint(services: d
     command = build["command"]
     assert command[command.index("--model") + 1] == "microsoft/beit-base-patch16-224-pt22k-ft22k"
     target = command[command.index("--repository") + 1]
-    assert volumes(build)[target] == (str(REPOSITORY), False)
-    assert "/root/.cache/huggingface" in volumes(build)
+    assert volumes(build)[target] == Mount("bind", str(BUILT_REPOSITORY), read_only=False)
+    hf_cache = volumes(build)["/root/.cache/huggingface"]
+    assert hf_cache.type == "volume" and hf_cache.source in compose_config()["volumes"]
+    assert build["environment"]["HF_TOKEN"] == ""
     other = compose_config(MODEL="microsoft/beit-large-patch16-224")["services"]["build"]["command"]
     assert other[other.index("--model") + 1] == "microsoft/beit-large-patch16-224"
 
@@ -164,7 +195,7 @@ def test_tensorrt_step_has_a_gpu_and_writes_into_the_repository(services: dict[s
     tensorrt = services["tensorrt"]
     assert gpu_reserved(tensorrt)
     (target,) = tensorrt["command"]
-    assert volumes(tensorrt)[target] == (str(REPOSITORY), False)
+    assert volumes(tensorrt)[target] == Mount("bind", str(BUILT_REPOSITORY), read_only=False)
 
 
 def test_locust_targets_triton_and_waits_for_it(services: dict[str, Any]) -> None:
@@ -229,7 +260,7 @@ def third_party_imports(path: Path) -> set[str]:
 
 def test_triton_image_installs_everything_the_preprocessor_imports() -> None:
     sources = [
-        REPOSITORY / "beit_preprocess" / "1" / "model.py",
+        TEMPLATE / "beit_preprocess" / "1" / "model.py",
         *sorted((ROOT / "client" / "beit_preprocessing").glob("*.py")),
     ]
     missing = [path for path in sources if not path.is_file()]
@@ -285,7 +316,7 @@ def tiny_onnx(path: Path, *, layer_norms: int, height: int | str = 224) -> Path:
 
 def test_plan_arguments_cover_the_batchers_range_and_keep_layernorm_in_fp32(tmp_path: Path) -> None:
     plan_args = load_plan_args()
-    config = REPOSITORY / "beit_model" / "configs" / "tensorrt.pbtxt"
+    config = TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt"
     args = plan_args.trtexec_args(config, tiny_onnx(tmp_path / "model.onnx", layer_norms=2))
     assert args == [
         "--minShapes=PIXEL_VALUES:1x3x224x224",
@@ -299,25 +330,68 @@ def test_plan_arguments_cover_the_batchers_range_and_keep_layernorm_in_fp32(tmp_
 
 def test_plan_arguments_refuse_a_graph_without_layernormalization_ops(tmp_path: Path) -> None:
     plan_args = load_plan_args()
-    config = REPOSITORY / "beit_model" / "configs" / "tensorrt.pbtxt"
+    config = TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt"
     with pytest.raises(plan_args.PlanArgsError, match="opset >= 17"):
         plan_args.trtexec_args(config, tiny_onnx(tmp_path / "model.onnx", layer_norms=0))
 
 
-def test_plan_arguments_need_an_image_size_from_the_graph_or_the_checkpoint(tmp_path: Path) -> None:
-    plan_args = load_plan_args()
-    config = REPOSITORY / "beit_model" / "configs" / "tensorrt.pbtxt"
-    onnx_path = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height="height")
-    with_size = tmp_path / "tensorrt.pbtxt"
-    with_size.write_text(
-        config.read_text()
-        + 'parameters { key: "do_center_crop" value { string_value: "false" } }\n'
-        + 'parameters { key: "size" value { string_value: "{\\"height\\": 384, \\"width\\": 384}" } }\n'
+def plan_config(path: Path, **parameters: object) -> Path:
+    """The template's configs/tensorrt.pbtxt with exactly these generated parameters (JSON values)."""
+    config = text_format.Parse(
+        (TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
-    assert plan_args.trtexec_args(with_size, onnx_path)[0] == "--minShapes=PIXEL_VALUES:1x3x384x384"
-    if "size" not in plan_args.load_config(config).parameters:
-        with pytest.raises(plan_args.PlanArgsError, match="image size"):
-            plan_args.trtexec_args(config, onnx_path)
+    config.ClearField("parameters")
+    for key, value in parameters.items():
+        config.parameters[key].string_value = json.dumps(value)
+    path.write_text(text_format.MessageToString(config))
+    return path
+
+
+SIZE_384 = {"height": 384, "width": 384}
+
+
+@pytest.mark.parametrize(
+    "parameters", [{}, {"do_center_crop": False, "size": SIZE_384}], ids=["no-parameters", "size"]
+)
+def test_plan_arguments_take_the_image_size_fixed_in_the_graph_first(
+    tmp_path: Path, parameters: dict[str, object]
+) -> None:
+    plan_args = load_plan_args()
+    config = plan_config(tmp_path / "tensorrt.pbtxt", **parameters)
+    fixed = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height=224)
+    assert plan_args.trtexec_args(config, fixed)[0] == "--minShapes=PIXEL_VALUES:1x3x224x224"
+
+
+@pytest.mark.parametrize(
+    ("parameters", "shape"),
+    [
+        ({"do_center_crop": False, "size": SIZE_384}, "384x384"),
+        ({"do_center_crop": True, "size": SIZE_384, "crop_size": {"height": 320, "width": 320}}, "320x320"),
+    ],
+    ids=["size", "crop-size"],
+)
+def test_plan_arguments_take_the_checkpoints_image_size_when_the_graph_leaves_it_open(
+    tmp_path: Path, parameters: dict[str, object], shape: str
+) -> None:
+    plan_args = load_plan_args()
+    config = plan_config(tmp_path / "tensorrt.pbtxt", **parameters)
+    dynamic = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height="height")
+    assert plan_args.trtexec_args(config, dynamic)[0] == f"--minShapes=PIXEL_VALUES:1x3x{shape}"
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{}, {"size": {"shortest_edge": 384}}, {"do_center_crop": True, "size": SIZE_384}],
+    ids=["no-parameters", "no-height-width", "crop-without-crop-size"],
+)
+def test_plan_arguments_need_an_image_size_from_the_graph_or_the_checkpoint(
+    tmp_path: Path, parameters: dict[str, object]
+) -> None:
+    plan_args = load_plan_args()
+    config = plan_config(tmp_path / "tensorrt.pbtxt", **parameters)
+    dynamic = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height="height")
+    with pytest.raises(plan_args.PlanArgsError, match="image size"):
+        plan_args.trtexec_args(config, dynamic)
 
 
 def test_plan_build_script_is_valid_bash() -> None:
