@@ -19,11 +19,10 @@ from typing import Any
 import onnx
 import pytest
 import yaml
-from google.protobuf import text_format
 from onnx import TensorProto, helper
-from tritonclient.grpc import model_config_pb2
 
-from beit_repository.names import DEFAULT_REPOSITORY
+from beit_repository import model_config
+from beit_repository.names import DEFAULT_REPOSITORY, NETWORK_MODEL, TENSORRT_VARIANT, VARIANTS_DIRECTORY
 from tests import compose
 from tests.compose import Mount
 
@@ -34,6 +33,8 @@ TEMPLATE = ROOT / "model_repository"
 BUILT_REPOSITORY = ROOT / DEFAULT_REPOSITORY
 """Where the compose steps write and Triton reads the built repository, as a host path."""
 TRITON_DOCKERFILE = ROOT / "build" / "Dockerfile.triton"
+# What the Python-backend models import of beit_repository, copied file by file into the Triton image.
+IMAGE_REPOSITORY_FILES = ("__init__.py", "names.py")
 
 
 def compose_config(**env: str) -> dict[str, Any]:
@@ -153,13 +154,13 @@ def test_loading_reports_a_required_variable_that_is_unset(tmp_path: Path) -> No
 def test_triton_serves_the_repository_read_only_and_caches_engines_on_a_volume(
     services: dict[str, Any],
 ) -> None:
-    from tests.test_model_configs import parse, tensorrt_accelerator
+    from tests.test_model_configs import tensorrt_accelerator
 
     triton = services["triton"]
     mounts = volumes(triton)
     repository = triton_flag(triton, "model-repository")
     assert mounts[repository] == Mount("bind", str(BUILT_REPOSITORY), read_only=True)
-    cache_path = tensorrt_accelerator(parse(TEMPLATE / "beit_model" / "config.pbtxt"))[
+    cache_path = tensorrt_accelerator(model_config.read(TEMPLATE / "beit_model" / "config.pbtxt"))[
         "trt_engine_cache_path"
     ]
     cache = mounts[cache_path]
@@ -262,6 +263,7 @@ def test_triton_image_installs_everything_the_preprocessor_imports() -> None:
     sources = [
         TEMPLATE / "beit_preprocess" / "1" / "model.py",
         *sorted((ROOT / "client" / "beit_preprocessing").glob("*.py")),
+        *[ROOT / "client" / "beit_repository" / name for name in IMAGE_REPOSITORY_FILES],
     ]
     missing = [path for path in sources if not path.is_file()]
     assert sources[0].is_file() and len(sources) > 1, f"preprocessor sources not written yet: {missing}"
@@ -273,26 +275,33 @@ def test_triton_image_installs_everything_the_preprocessor_imports() -> None:
         return f"{distribution}==" in pip_installs
 
     def copied(package: str) -> bool:
-        return re.search(rf"^COPY client/{package} ", dockerfile, re.MULTILINE) is not None
+        return re.search(rf"^COPY client/{package}[/ ]", dockerfile, re.MULTILINE) is not None
 
-    # How each import reaches the Triton image. numpy ships with it (the Python backend needs it; FACTS.md),
+    # How each import reaches the Triton image. numpy ships with it (the Python backend needs it),
     # triton_python_backend_utils comes with the Python backend.
     provided_by_image = {"numpy", "triton_python_backend_utils"}
     installed = {
         "PIL": pip_installed("pillow"),
         "beit_preprocessing": copied("beit_preprocessing"),
+        "beit_repository": copied("beit_repository"),
     }
     unknown = imports - provided_by_image - set(installed)
     assert not unknown, f"the preprocessor imports {unknown}: install them in {TRITON_DOCKERFILE.name}"
     assert all(installed[name] for name in imports & set(installed)), installed
     ignore = (ROOT / "build" / "Dockerfile.triton.dockerignore").read_text().splitlines()
     assert "!client/beit_preprocessing/" in ignore
+    for name in IMAGE_REPOSITORY_FILES:
+        assert f"client/beit_repository/{name}" in dockerfile
+        assert f"!client/beit_repository/{name}" in ignore
 
 
-def test_triton_image_pins_a_pillow_with_a_wheel_for_its_python_310() -> None:
-    # pillow 13 requires Python >= 3.11; the 24.10 image is Ubuntu 22.04 with Python 3.10.
-    (version,) = re.findall(r"pillow==([\d.]+)", TRITON_DOCKERFILE.read_text())
-    assert int(version.split(".")[0]) <= 12
+def test_triton_image_runs_the_pillow_release_the_tests_run() -> None:
+    """Preprocessing is bit-exact to the checkpoint's processor only as tested: with one Pillow release."""
+    (image_pin,) = re.findall(r"pillow==([\d.]+)", TRITON_DOCKERFILE.read_text())
+    project_pins = re.findall(r'"pillow==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    import PIL
+
+    assert project_pins == [image_pin] == [PIL.__version__]
 
 
 def tiny_onnx(path: Path, *, layer_norms: int, height: int | str = 224) -> Path:
@@ -314,84 +323,47 @@ def tiny_onnx(path: Path, *, layer_norms: int, height: int | str = 224) -> Path:
     return path
 
 
-def test_plan_arguments_cover_the_batchers_range_and_keep_layernorm_in_fp32(tmp_path: Path) -> None:
-    plan_args = load_plan_args()
-    config = TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt"
-    args = plan_args.trtexec_args(config, tiny_onnx(tmp_path / "model.onnx", layer_norms=2))
-    assert args == [
-        "--minShapes=PIXEL_VALUES:1x3x224x224",
-        "--optShapes=PIXEL_VALUES:16x3x224x224",
-        "--maxShapes=PIXEL_VALUES:32x3x224x224",
+def tensorrt_variant(repository: Path) -> Path:
+    return repository / NETWORK_MODEL / VARIANTS_DIRECTORY / f"{TENSORRT_VARIANT}.pbtxt"
+
+
+@pytest.mark.parametrize(("repository", "size"), [("tiny_repository", 224), ("tiny_384_repository", 384)])
+def test_plan_arguments_cover_the_batchers_range_at_the_checkpoints_size_and_keep_layernorm_in_fp32(
+    repository: str, size: int, request: pytest.FixtureRequest
+) -> None:
+    built: Path = request.getfixturevalue(repository)
+    onnx_path = built / NETWORK_MODEL / "1" / "model.onnx"
+    args = load_plan_args().trtexec_args(tensorrt_variant(built), onnx_path)
+    assert args[:4] == [
+        f"--minShapes=PIXEL_VALUES:1x3x{size}x{size}",
+        f"--optShapes=PIXEL_VALUES:16x3x{size}x{size}",
+        f"--maxShapes=PIXEL_VALUES:32x3x{size}x{size}",
         "--fp16",
-        "--layerPrecisions=/layer.0/ln:fp32,/layer.1/ln:fp32",
+    ]
+    layer_norms = [n.name for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "LayerNormalization"]
+    assert len(layer_norms) == 5  # before and after attention in each of 2 layers, and the pooler's
+    assert args[4:] == [
+        f"--layerPrecisions={','.join(f'{name}:fp32' for name in layer_norms)}",
         "--precisionConstraints=obey",
     ]
 
 
-def test_plan_arguments_refuse_a_graph_without_layernormalization_ops(tmp_path: Path) -> None:
+def test_plan_arguments_refuse_the_unbuilt_template(tiny_repository: Path) -> None:
     plan_args = load_plan_args()
-    config = TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt"
+    with pytest.raises(plan_args.PlanArgsError, match="beit-build first"):
+        plan_args.trtexec_args(
+            tensorrt_variant(TEMPLATE), tiny_repository / NETWORK_MODEL / "1" / "model.onnx"
+        )
+
+
+def test_plan_arguments_refuse_a_graph_without_layernormalization_ops(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    plan_args = load_plan_args()
     with pytest.raises(plan_args.PlanArgsError, match="opset >= 17"):
-        plan_args.trtexec_args(config, tiny_onnx(tmp_path / "model.onnx", layer_norms=0))
-
-
-def plan_config(path: Path, **parameters: object) -> Path:
-    """The template's configs/tensorrt.pbtxt with exactly these generated parameters (JSON values)."""
-    config = text_format.Parse(
-        (TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt").read_text(), model_config_pb2.ModelConfig()
-    )
-    config.ClearField("parameters")
-    for key, value in parameters.items():
-        config.parameters[key].string_value = json.dumps(value)
-    path.write_text(text_format.MessageToString(config))
-    return path
-
-
-SIZE_384 = {"height": 384, "width": 384}
-
-
-@pytest.mark.parametrize(
-    "parameters", [{}, {"do_center_crop": False, "size": SIZE_384}], ids=["no-parameters", "size"]
-)
-def test_plan_arguments_take_the_image_size_fixed_in_the_graph_first(
-    tmp_path: Path, parameters: dict[str, object]
-) -> None:
-    plan_args = load_plan_args()
-    config = plan_config(tmp_path / "tensorrt.pbtxt", **parameters)
-    fixed = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height=224)
-    assert plan_args.trtexec_args(config, fixed)[0] == "--minShapes=PIXEL_VALUES:1x3x224x224"
-
-
-@pytest.mark.parametrize(
-    ("parameters", "shape"),
-    [
-        ({"do_center_crop": False, "size": SIZE_384}, "384x384"),
-        ({"do_center_crop": True, "size": SIZE_384, "crop_size": {"height": 320, "width": 320}}, "320x320"),
-    ],
-    ids=["size", "crop-size"],
-)
-def test_plan_arguments_take_the_checkpoints_image_size_when_the_graph_leaves_it_open(
-    tmp_path: Path, parameters: dict[str, object], shape: str
-) -> None:
-    plan_args = load_plan_args()
-    config = plan_config(tmp_path / "tensorrt.pbtxt", **parameters)
-    dynamic = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height="height")
-    assert plan_args.trtexec_args(config, dynamic)[0] == f"--minShapes=PIXEL_VALUES:1x3x{shape}"
-
-
-@pytest.mark.parametrize(
-    "parameters",
-    [{}, {"size": {"shortest_edge": 384}}, {"do_center_crop": True, "size": SIZE_384}],
-    ids=["no-parameters", "no-height-width", "crop-without-crop-size"],
-)
-def test_plan_arguments_need_an_image_size_from_the_graph_or_the_checkpoint(
-    tmp_path: Path, parameters: dict[str, object]
-) -> None:
-    plan_args = load_plan_args()
-    config = plan_config(tmp_path / "tensorrt.pbtxt", **parameters)
-    dynamic = tiny_onnx(tmp_path / "model.onnx", layer_norms=1, height="height")
-    with pytest.raises(plan_args.PlanArgsError, match="image size"):
-        plan_args.trtexec_args(config, dynamic)
+        plan_args.trtexec_args(
+            tensorrt_variant(tiny_repository), tiny_onnx(tmp_path / "model.onnx", layer_norms=0)
+        )
 
 
 def test_plan_build_script_is_valid_bash() -> None:
