@@ -36,6 +36,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	# The Python-backend models are both modules named "model": one mypy run each.
+	for model in model_repository/*/1/model.py; do $(BIN)/mypy --strict "$$model" || exit 1; done
 
 test: lint
 	$(BIN)/pytest

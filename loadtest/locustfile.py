@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, constant, events, task
+from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import MasterRunner
 
@@ -33,14 +34,14 @@ if _REPOSITORY_ROOT not in sys.path:
 
 from beit_client import BeitClient  # noqa: E402
 from loadtest.corpus import load_corpus  # noqa: E402
+from loadtest.options import parsed_options  # noqa: E402
 from loadtest.urls import url_for_protocol  # noqa: E402
 
 _corpus: list[bytes] = []
 _user_numbers = itertools.count()
 
 
-@events.init_command_line_parser.add_listener
-def _add_arguments(parser) -> None:
+def _add_arguments(parser: LocustArgumentParser) -> None:
     group = parser.add_argument_group("beit", "BEiT image classification load")
     group.add_argument(
         "--images",
@@ -54,14 +55,17 @@ def _add_arguments(parser) -> None:
     group.add_argument("--request-timeout-s", type=float, default=60.0, help="SDK timeout per request")
 
 
-@events.test_start.add_listener
-def _build_corpus(environment: Environment, **_kwargs) -> None:
+def _build_corpus(environment: Environment, **_kwargs: object) -> None:
     # Built in every process that runs users, after a worker has received the master's arguments; the
     # master sends no requests and needs none.
     if isinstance(environment.runner, MasterRunner) or _corpus:
         return
-    options = environment.parsed_options
+    options = parsed_options(environment)
     _corpus.extend(load_corpus(options.images or None, count=options.corpus_size))
+
+
+events.init_command_line_parser.add_listener(_add_arguments)
+events.test_start.add_listener(_build_corpus)
 
 
 class BeitUser(User):
@@ -74,7 +78,7 @@ class BeitUser(User):
     def on_start(self) -> None:
         if not self.host:
             raise ValueError("give the server with --host, e.g. http://HOST:8000 or grpc://HOST:8001")
-        options = self.environment.parsed_options
+        options = parsed_options(self.environment)
         self.top_k = options.top_k
         # Retries would hide failures and fold two attempts into one response time: a load test must
         # see each request as it happened.

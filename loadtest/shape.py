@@ -14,6 +14,7 @@ seconds, so a window's edges are as sharp as those reports (WORKER_REPORT_INTERV
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -21,6 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from locust import LoadTestShape, events
+from locust.argument_parser import LocustArgumentParser
+from locust.runners import Runner
 
 # Loaded by locust as a plain file (see locustfile.py): the package import needs the repository root.
 _REPOSITORY_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -28,12 +31,12 @@ if _REPOSITORY_ROOT not in sys.path:
     sys.path.insert(0, _REPOSITORY_ROOT)
 
 from loadtest.capacity import Snapshot, StepResult, capacity_line, find_capacity, measure_window  # noqa: E402
+from loadtest.options import parsed_options  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
-@events.init_command_line_parser.add_listener
-def _add_arguments(parser) -> None:
+def _add_arguments(parser: LocustArgumentParser) -> None:
     group = parser.add_argument_group("capacity", "Step users up until the p95 latency SLO breaks")
     group.add_argument("--slo-p95-ms", type=float, default=500.0, help="p95 latency objective (ms)")
     group.add_argument("--max-failure-ratio", type=float, default=0.01, help="Failed / all requests allowed")
@@ -50,6 +53,9 @@ def _add_arguments(parser) -> None:
         help="Where the steps and the capacity are written as JSON (default: CSV_PREFIX_capacity.json "
         "with --csv, else capacity.json)",
     )
+
+
+events.init_command_line_parser.add_listener(_add_arguments)
 
 
 class CapacityShape(LoadTestShape):
@@ -69,7 +75,7 @@ class CapacityShape(LoadTestShape):
         self._finished = False
 
     def tick(self) -> tuple[int, float] | None:
-        options = self.runner.environment.parsed_options
+        options = parsed_options(self._runner().environment)
         now = self.get_run_time()
         if self._finished:
             return None
@@ -108,10 +114,14 @@ class CapacityShape(LoadTestShape):
         self._window_start = None
 
     def _snapshot(self, now: float) -> Snapshot:
-        total = self.runner.stats.total
+        total = self._runner().stats.total
         return Snapshot(now, total.num_requests, total.num_failures, dict(total.response_times))
 
-    def _write_report(self, options) -> None:
+    def _runner(self) -> Runner:
+        assert self.runner is not None, "Locust sets the runner before the shape ticks"
+        return self.runner
+
+    def _write_report(self, options: argparse.Namespace) -> None:
         path = Path(
             options.capacity_file
             or (f"{options.csv_prefix}_capacity.json" if options.csv_prefix else "capacity.json")

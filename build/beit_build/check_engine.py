@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime
 import torch
 from PIL import Image
@@ -101,7 +102,10 @@ def _images(paths: Sequence[Path], count: int) -> list[Image.Image]:
 
 
 def _compare(
-    engine: str, providers: tuple[str, ...], actual: np.ndarray, expected: np.ndarray
+    engine: str,
+    providers: tuple[str, ...],
+    actual: npt.NDArray[np.float32],
+    expected: npt.NDArray[np.float32],
 ) -> EngineCheck:
     top5_actual = np.argsort(-actual, axis=-1)[:, :5]
     top5_expected = np.argsort(-expected, axis=-1)[:, :5]

@@ -73,7 +73,7 @@ def export_onnx(module: nn.Module, path: Path, resolution: tuple[int, int]) -> N
     with warnings.catch_warnings():
         # The tracer warns about Python-side shape arithmetic that is constant at a fixed resolution, and the
         # TorchScript exporter about its own deprecation; neither changes the graph.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         torch.onnx.export(

@@ -20,8 +20,7 @@ class FixedRelativePositionBias(nn.Module):
         self.register_buffer("bias", bias.detach().clone())
 
     def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
-        bias: torch.Tensor = self.bias
-        return bias
+        return self.get_buffer("bias")
 
 
 def precompute_relative_position_bias(

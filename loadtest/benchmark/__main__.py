@@ -28,6 +28,7 @@ from loadtest.benchmark.repository import (
     with_preprocessor,
     without_dynamic_batching,
 )
+from loadtest.benchmark.timing import Measurement
 from loadtest.corpus import PHOTO_SIZE, photo_corpus, synthetic_corpus
 from loadtest.urls import url_for_protocol
 
@@ -220,7 +221,7 @@ def _measure_server(
         )
 
 
-def _served_preprocessing(server: Server, photos: list[bytes], timing: dict[str, float]):
+def _served_preprocessing(server: Server, photos: list[bytes], timing: dict[str, float]) -> Measurement:
     # Enough requests in flight to keep every core's decoder busy, batched as the dynamic batcher would.
     cores = preprocessing.available_cores()
     return preprocessing.served(

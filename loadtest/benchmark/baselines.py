@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 from PIL import Image
 
-from beit_preprocessing import PreprocessingConfig, preprocess_bytes
+from beit_preprocessing import Pixels, PreprocessingConfig, preprocess_bytes
 from beit_repository.names import PIXEL_VALUES, PROBABILITIES
-from loadtest.benchmark.timing import Measurement, closed_loop
+from loadtest.benchmark.timing import Call, Measurement, closed_loop
 
 
 def hf_pipeline(
@@ -31,7 +32,7 @@ def hf_pipeline(
     )
     cycle = itertools.cycle(images)
 
-    def factory(_index: int):
+    def factory(_index: int) -> Call:
         def call() -> int:
             classifier(Image.open(io.BytesIO(next(cycle))), top_k=5)
             return 1
@@ -41,16 +42,14 @@ def hf_pipeline(
     return closed_loop(factory, duration_s=duration_s, warmup_s=warmup_s)
 
 
-def onnx_session(model_path: Path):
-    import onnxruntime as ort
-
+def onnx_session(model_path: Path) -> onnxruntime.InferenceSession:
     # ONNX Runtime's defaults (all cores, full graph optimization), as the served model's ORT runs them.
-    return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
 
 
 def onnx_batches(
     model_path: Path,
-    pixels: Sequence[np.ndarray],
+    pixels: Sequence[Pixels],
     batch_sizes: Sequence[int],
     *,
     duration_s: float,
@@ -62,7 +61,7 @@ def onnx_batches(
     for batch_size in batch_sizes:
         batch = np.stack([pixels[i % len(pixels)] for i in range(batch_size)])
 
-        def factory(_index: int, batch: np.ndarray = batch):
+        def factory(_index: int, batch: Pixels = batch) -> Call:
             def call() -> int:
                 session.run([PROBABILITIES], {PIXEL_VALUES: batch})
                 return len(batch)
@@ -86,7 +85,7 @@ def onnx_end_to_end(
     session = onnx_session(model_path)
     cycle = itertools.cycle(images)
 
-    def factory(_index: int):
+    def factory(_index: int) -> Call:
         def call() -> int:
             pixels = preprocess_bytes(next(cycle), config, max_pixels=max_pixels)
             session.run([PROBABILITIES], {PIXEL_VALUES: pixels[None]})

@@ -15,7 +15,7 @@ import numpy as np
 
 from beit_preprocessing import PreprocessingConfig, decode_image, preprocess_bytes, preprocess_image
 from beit_repository.names import IMAGE, PIXEL_VALUES, PREPROCESS_MODEL, PROBABILITIES
-from loadtest.benchmark.timing import Measurement, closed_loop
+from loadtest.benchmark.timing import Call, Measurement, closed_loop
 
 
 def in_process(
@@ -29,7 +29,7 @@ def in_process(
     """One thread, one image per call: images_per_s is img/s per core."""
     cycle = itertools.cycle(images)
 
-    def factory(_index: int):
+    def factory(_index: int) -> Call:
         def call() -> int:
             preprocess_bytes(next(cycle), config, max_pixels=max_pixels)
             return 1
@@ -111,7 +111,7 @@ def served(
 
     address = url.split("://", 1)[-1]
 
-    def factory(index: int):
+    def factory(index: int) -> Call:
         client = httpclient.InferenceServerClient(address, connection_timeout=60, network_timeout=60)
         rotation = itertools.cycle(range(len(images)))
         for _ in range(index):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from beit_client import BeitClient
-from loadtest.benchmark.timing import Measurement, closed_loop
+from loadtest.benchmark.timing import Call, Measurement, closed_loop
 
 _PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
@@ -38,7 +38,7 @@ def sweep(
     points = []
     for concurrency in concurrencies:
 
-        def factory(index: int):
+        def factory(index: int) -> Call:
             # One client per worker, as separate application instances would hold; no retries, so
             # every failure counts and no response time hides a second attempt.
             client = BeitClient(url, timeout=120.0, max_retries=0)

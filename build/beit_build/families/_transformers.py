@@ -53,7 +53,7 @@ class TransformersFamily(CheckpointFamily):
             )
         config = model.config
         # The PIL backend is the one the server's numpy/Pillow preprocessing reproduces bit for bit.
-        processor = AutoImageProcessor.from_pretrained(source, backend="pil")
+        processor = AutoImageProcessor.from_pretrained(source, backend="pil")  # type: ignore[no-untyped-call]
         preprocessing = _preprocessing(processor.to_dict(), config.image_size)
         logger.info(
             "loaded %s: %d layers, hidden size %d, %d labels",
@@ -67,7 +67,7 @@ class TransformersFamily(CheckpointFamily):
             family=self,
             model=model,
             preprocessing=preprocessing,
-            labels=tuple(_labels(config.num_labels, config.id2label)),
+            labels=tuple(_labels(config.num_labels, config.id2label or {})),
             multi_label=config.problem_type == "multi_label_classification",
             embedding_size=config.hidden_size,
             patch_size=config.patch_size,
@@ -89,8 +89,9 @@ class TransformersFamily(CheckpointFamily):
 
     def outputs(self, model: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # pooler_output: the mean of the patch tokens after layernorm, the input of the classifier head.
-        embedding = model.base_model(pixel_values).pooler_output
-        return embedding, model.classifier(embedding)
+        classifier: Any = model  # transformers' heads are attributes its types do not declare
+        embedding = classifier.base_model(pixel_values).pooler_output
+        return embedding, classifier.classifier(embedding)
 
 
 def _preprocessing(processor: Mapping[str, Any], image_size: int | list[int]) -> PreprocessingConfig:
@@ -109,10 +110,10 @@ def _preprocessing(processor: Mapping[str, Any], image_size: int | list[int]) ->
     return preprocessing
 
 
-def _labels(num_labels: int, id2label: Mapping[int, str]) -> list[str]:
+def _labels(num_labels: int | None, id2label: Mapping[Any, str]) -> list[str]:
     """The sorted ImageNet-22k lemmas for a 21,841-class head, whose Hub id2label is shifted from id 9205 on
     (two entries were deleted from a 21,843-entry list without re-indexing); otherwise id2label."""
     if num_labels == IMAGENET22K_NUM_LABELS:
         logger.info("21,841-class head: using the sorted ImageNet-22k labels, not the Hub id2label")
         return imagenet22k_labels()
-    return [one_line(str(id2label[i])) for i in range(num_labels)]
+    return [one_line(str(id2label[i])) for i in range(num_labels or 0)]

@@ -11,10 +11,13 @@ import os
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from beit_repository.names import NETWORK_MODEL, ONNX_FILE, PIXEL_VALUES
+
+Array = npt.NDArray[np.float32]
 
 
 class TritonPythonModel:
@@ -61,7 +64,7 @@ class TritonPythonModel:
                 start = stop
         return responses
 
-    def _shape_problem(self, batch: np.ndarray) -> str | None:
+    def _shape_problem(self, batch: Array) -> str | None:
         expected = self._input_dims
         if batch.ndim != 1 + len(expected) or any(
             want is not None and have != want for have, want in zip(batch.shape[1:], expected, strict=True)
@@ -70,7 +73,7 @@ class TritonPythonModel:
             return f"{PIXEL_VALUES} must be [batch, {shown}], got {list(batch.shape)}"
         return None
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, batch: Array) -> dict[str, Array]:
         step = self._max_engine_batch or len(batch)
         chunks = [
             self._session.run(self._outputs, {PIXEL_VALUES: batch[start : start + step]})

@@ -11,10 +11,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from beit_preprocessing import DEFAULT_MAX_PIXELS, InvalidImageError, PreprocessingConfig, preprocess_requests
+from beit_preprocessing import (
+    DEFAULT_MAX_PIXELS,
+    InvalidImageError,
+    Pixels,
+    PreprocessingConfig,
+    preprocess_requests,
+)
 from beit_repository.names import IMAGE, PIXEL_VALUES, PREPROCESS_MODEL
 
 
@@ -43,7 +48,7 @@ class TritonPythonModel:
         self._executor.shutdown(wait=True)
 
 
-def _response(answer: np.ndarray | InvalidImageError) -> Any:
+def _response(answer: Pixels | InvalidImageError) -> Any:
     if isinstance(answer, InvalidImageError):
         return pb_utils.InferenceResponse(
             error=pb_utils.TritonError(str(answer), pb_utils.TritonError.INVALID_ARG)
