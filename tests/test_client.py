@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import http.server
 import io
+import pickle
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from beit_client import (
     AsyncMockTransport,
     BeitClient,
     BeitClientError,
+    ClientClosedError,
     InferRequest,
     InvalidImageError,
     InvalidRequestError,
@@ -36,8 +39,10 @@ from beit_client import (
     ServerUnavailableError,
     ServerURL,
 )
+from beit_client._constants import MAX_HTTP_CLIENTS_PER_THREAD
 from beit_client._retry import retry_delay, should_retry
 from beit_client._transports._errors import translate_transport_errors
+from beit_client._transports.http import HTTPTransport
 from beit_preprocessing import PreprocessingConfig, preprocess_bytes
 from tests.test_client_fakes import (
     LABELS,
@@ -240,26 +245,59 @@ def test_chunks_are_sent_concurrently_but_never_more_than_max_concurrency() -> N
 
 
 @pytest.mark.parametrize(
-    ("status", "expected"),
+    ("status", "expected", "code"),
     [
-        ("400", InvalidRequestError),
-        ("404", ModelNotFoundError),
-        ("500", ServerError),
-        ("503", ServerUnavailableError),
-        ("StatusCode.INVALID_ARGUMENT", InvalidRequestError),
-        ("StatusCode.NOT_FOUND", ModelNotFoundError),
-        ("StatusCode.INTERNAL", ServerError),
-        ("StatusCode.UNAVAILABLE", ServerUnavailableError),
-        ("StatusCode.DEADLINE_EXCEEDED", RequestTimeoutError),
-        ("StatusCode.UNIMPLEMENTED", InvalidRequestError),
-        (None, ServerError),
+        ("400", InvalidRequestError, 400),
+        ("404", ModelNotFoundError, 404),
+        ("500", ServerError, 500),
+        ("503", ServerUnavailableError, 503),
+        ("StatusCode.INVALID_ARGUMENT", InvalidRequestError, "INVALID_ARGUMENT"),
+        ("StatusCode.NOT_FOUND", ModelNotFoundError, "NOT_FOUND"),
+        ("StatusCode.INTERNAL", ServerError, "INTERNAL"),
+        ("StatusCode.UNAVAILABLE", ServerUnavailableError, "UNAVAILABLE"),
+        ("StatusCode.DEADLINE_EXCEEDED", RequestTimeoutError, "DEADLINE_EXCEEDED"),
+        ("StatusCode.UNIMPLEMENTED", InvalidRequestError, "UNIMPLEMENTED"),
+        (None, ServerError, None),
     ],
 )
-def test_tritonclient_statuses_become_sdk_errors(status: str | None, expected: type[BeitClientError]) -> None:
+def test_tritonclient_statuses_become_sdk_errors_carrying_the_status_code(
+    status: str | None, expected: type[BeitClientError], code: int | str | None
+) -> None:
     original = InferenceServerException("whatever the text says", status=status)
     with pytest.raises(expected) as caught, translate_transport_errors():
         raise original
     assert caught.value.__cause__ is original
+    assert caught.value.status_code == code
+
+
+def test_errors_translated_for_a_request_carry_its_model_and_request_id() -> None:
+    for raised in (
+        InferenceServerException("refused", status="400"),
+        ConnectionRefusedError(),
+        TimeoutError(),
+    ):
+        with pytest.raises(BeitClientError) as caught, translate_transport_errors("beit", "f00d"):
+            raise raised
+        assert (caught.value.model, caught.value.request_id) == ("beit", "f00d")
+    with pytest.raises(ServerUnavailableError) as unanswered, translate_transport_errors("beit", "f00d"):
+        raise ConnectionRefusedError()
+    assert unanswered.value.status_code is None
+
+
+def test_errors_keep_their_fields_through_pickling() -> None:
+    errors: list[BeitClientError] = [
+        ServerUnavailableError("busy", status_code=503, model="beit", request_id="a1"),
+        InvalidImageError("bad", index=3, source="x.png", status_code="INVALID_ARGUMENT", request_id="b2"),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert (copy.status_code, copy.model, copy.request_id) == (
+            error.status_code,
+            error.model,
+            error.request_id,
+        )
+    assert pickle.loads(pickle.dumps(errors[1])).index == 3
 
 
 @pytest.mark.parametrize(
@@ -418,6 +456,96 @@ def test_real_transports_are_built_from_the_url_without_connecting() -> None:
         assert type(grpc_client._transport).__name__ == "GRPCTransport"
         assert not http_client.live(timeout=1.0)
         assert not grpc_client.live(timeout=1.0)
+
+
+# ---- the HTTP transport's clients: one per thread per timeout, bounded ----
+
+
+class FakeHTTPClient:
+    """Stands in for tritonclient's HTTP client: records its timeout and whether it was closed."""
+
+    def __init__(self, authority: str, *, connection_timeout: float, network_timeout: float) -> None:
+        self.timeout = network_timeout
+        self.closed = False
+
+    def is_server_live(self, headers: dict[str, str]) -> bool:
+        assert not self.closed, "a closed client was used"
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def http_clients(monkeypatch: pytest.MonkeyPatch) -> list[FakeHTTPClient]:
+    """Every tritonclient HTTP client made while the test runs, in order."""
+    made: list[FakeHTTPClient] = []
+
+    def make(authority: str, **timeouts: float) -> FakeHTTPClient:
+        made.append(FakeHTTPClient(authority, **timeouts))
+        return made[-1]
+
+    monkeypatch.setattr("beit_client._transports.http.httpclient.InferenceServerClient", make)
+    return made
+
+
+def http_transport() -> HTTPTransport:
+    return HTTPTransport(ServerURL.parse("http://fake:8000"), timeout=60.0, tls=None)
+
+
+def test_a_thread_keeps_a_few_http_clients_and_closes_the_least_recently_used(
+    http_clients: list[FakeHTTPClient],
+) -> None:
+    transport = http_transport()
+    timeouts = [float(t) for t in range(1, MAX_HTTP_CLIENTS_PER_THREAD + 1)]
+    for timeout in timeouts:
+        transport.server_live({}, timeout)
+    transport.server_live({}, timeouts[0])
+    assert len(http_clients) == len(timeouts), "a timeout used before got a new client"
+    transport.server_live({}, 99.0)
+    assert [client.timeout for client in http_clients if client.closed] == [timeouts[1]]
+    open_timeouts = sorted(client.timeout for client in http_clients if not client.closed)
+    assert open_timeouts == sorted([*timeouts[:1], *timeouts[2:], 99.0])
+    assert len(open_timeouts) == MAX_HTTP_CLIENTS_PER_THREAD
+
+
+def test_the_http_clients_of_a_finished_thread_are_closed(http_clients: list[FakeHTTPClient]) -> None:
+    transport = http_transport()
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda timeout: transport.server_live({}, timeout), [1.0, 2.0] * 20))
+    for _ in range(20):
+        thread = threading.Thread(target=transport.server_live, args=({}, 1.0))
+        thread.start()
+        thread.join()
+    assert len(http_clients) >= 2 + 20
+    assert all(client.closed for client in http_clients)
+    # What is kept to close each thread's clients goes too: only the last thread's is left.
+    assert len(transport._closers) == 1
+
+
+def test_closing_the_http_transport_closes_every_thread_s_clients_and_refuses_more(
+    http_clients: list[FakeHTTPClient],
+) -> None:
+    transport = http_transport()
+    transport.server_live({}, 1.0)
+    started, release = threading.Event(), threading.Event()
+
+    def hold_a_client() -> None:
+        transport.server_live({}, 2.0)
+        started.set()
+        release.wait()
+
+    worker = threading.Thread(target=hold_a_client)
+    worker.start()
+    started.wait()
+    try:
+        transport.close()
+        assert [client.closed for client in http_clients] == [True, True]
+        with pytest.raises(ClientClosedError):
+            transport.server_live({}, 1.0)
+    finally:
+        release.set()
+        worker.join()
 
 
 # ---- async: the same behaviour ----

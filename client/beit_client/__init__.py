@@ -4,6 +4,7 @@ from ._client import AsyncBeitClient, BeitClient
 from ._config import RetryPolicy, ServerURL, TLSConfig
 from ._exceptions import (
     BeitClientError,
+    ClientClosedError,
     InvalidImageError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -31,6 +32,7 @@ __all__ = [
     "AsyncTransport",
     "BeitClient",
     "BeitClientError",
+    "ClientClosedError",
     "ImageEncoding",
     "ImageInput",
     "ImagesInput",
