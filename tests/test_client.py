@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.server
 import io
+import logging
 import pickle
 import random
 import threading
@@ -33,13 +35,21 @@ from beit_client import (
     ModelNotFoundError,
     ModelNotReadyError,
     Prediction,
+    RequestOptions,
     RequestTimeoutError,
     RetryPolicy,
     ServerError,
     ServerUnavailableError,
     ServerURL,
 )
-from beit_client._constants import MAX_HTTP_CLIENTS_PER_THREAD
+from beit_client._config import RequestOptionFields
+from beit_client._constants import (
+    DEFAULT_IMAGE_ENCODING,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PREPROCESS,
+    DEFAULT_TIMEOUT,
+    MAX_HTTP_CLIENTS_PER_THREAD,
+)
 from beit_client._retry import retry_delay, should_retry
 from beit_client._transports._errors import translate_transport_errors
 from beit_client._transports.http import HTTPTransport
@@ -116,7 +126,7 @@ def test_pil_images_and_arrays_are_sent_as_lossless_png() -> None:
 def test_jpeg_encoding_is_used_when_asked_per_call_or_per_client() -> None:
     rgb = np.full((8, 8, 3), 128, dtype=np.uint8)
     client, transport = make_client()
-    client.classify(rgb, encoding="jpeg", jpeg_quality=80)
+    client.with_options(encoding="jpeg", jpeg_quality=80).classify(rgb)
     other, other_transport = make_client(encoding="jpeg")
     other.classify(Image.fromarray(rgb).convert("RGBA"))
     assert sent_images(transport)[0].startswith(b"\xff\xd8")
@@ -341,8 +351,9 @@ def test_unavailable_on_a_live_server_with_the_model_unready_is_model_not_ready(
         failing_times(99, InferenceServerException("x", status="503")),
         transport_options={"ready_models": {"beit_embedding"}},
     )
-    with pytest.raises(ModelNotReadyError):
+    with pytest.raises(ModelNotReadyError) as caught:
         client.classify(image_bytes(1))
+    assert (caught.value.model, caught.value.status_code) == ("beit", 503)
 
 
 def test_an_unknown_model_is_model_not_found() -> None:
@@ -365,6 +376,62 @@ def test_only_transient_errors_within_the_retry_budget_are_retried() -> None:
     assert not should_retry(ServerUnavailableError(), 2, policy)
     assert should_retry(RequestTimeoutError(), 0, policy)
     assert not should_retry(InvalidRequestError(), 0, policy)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("400", 400), ("StatusCode.INVALID_ARGUMENT", "INVALID_ARGUMENT")]
+)
+def test_a_refused_image_s_error_carries_the_status_code_model_and_request_id(
+    status: str, code: int | str
+) -> None:
+    def refuse_the_bad_one(request: InferRequest) -> Any:
+        if any(row[0] == b"bad" for row in request.inputs["IMAGE"]):
+            raise InferenceServerException("invalid image", status=status)
+        return beit_handler(request)
+
+    client, transport = make_client(refuse_the_bad_one)
+    outcomes = client.embed([image_bytes(1), b"bad", image_bytes(2)], return_exceptions=True)
+    error = outcomes[1]
+    assert isinstance(error, InvalidImageError) and error.index == 1
+    [alone] = [r for r in transport.requests if r.batch_size == 1 and r.inputs["IMAGE"][0][0] == b"bad"]
+    assert (error.status_code, error.model, error.request_id) == (code, "beit_embedding", alone.request_id)
+    assert isinstance(error.__cause__, InvalidRequestError)
+    assert error.__cause__.request_id == alone.request_id
+
+
+def test_each_request_has_its_own_id_kept_across_its_retries() -> None:
+    client, transport = make_client(failing_times(2, InferenceServerException("busy", status="503")))
+    client.classify(image_bytes(1))
+    client.classify(image_bytes(2))
+    ids = [request.request_id for request in transport.requests]
+    assert len(ids) == 4 and ids[0] == ids[1] == ids[2] != ids[3]
+    assert all(len(request_id) == 32 and int(request_id, 16) >= 0 for request_id in ids)
+
+
+def test_each_retry_is_logged_to_the_beit_client_logger(caplog: pytest.LogCaptureFixture) -> None:
+    client, transport = make_client(failing_times(2, InferenceServerException("busy", status="503")))
+    with caplog.at_level(logging.INFO, logger="beit_client"):
+        client.classify(image_bytes(1))
+    records = [record for record in caplog.records if record.name == "beit_client"]
+    assert [record.levelno for record in records] == [logging.INFO, logging.INFO]
+    request_id = transport.requests[0].request_id
+    for number, record in enumerate(records, start=1):
+        message = record.getMessage()
+        assert message.startswith("Retrying request to http://fake:8000 (model beit) in ")
+        assert (
+            f"retry {number} of 2" in message
+            and request_id in message
+            and "ServerUnavailableError" in message
+        )
+
+
+def test_an_answer_that_cannot_be_read_is_a_server_error_naming_the_request() -> None:
+    client, transport = make_client(
+        lambda request: {"PROBABILITIES": np.array([[b"nonsense"]], dtype=object)}
+    )
+    with pytest.raises(ServerError) as caught:
+        client.classify(image_bytes(1))
+    assert (caught.value.model, caught.value.request_id) == ("beit", transport.requests[0].request_id)
 
 
 def test_an_invalid_image_fails_alone_and_the_rest_of_its_chunk_is_answered() -> None:
@@ -393,12 +460,81 @@ def test_without_return_exceptions_the_first_failure_is_raised_after_every_chunk
 # ---- options ----
 
 
-def test_headers_and_timeouts_merge_client_and_call_values() -> None:
-    client, transport = make_client(headers={"Authorization": "Bearer a", "X-Team": "vision"})
-    client.classify(image_bytes(1), headers={"Authorization": "Bearer b"}, timeout=2.5)
-    request = transport.requests[0]
-    assert dict(request.headers) == {"Authorization": "Bearer b", "X-Team": "vision"}
-    assert request.timeout == 2.5
+def test_with_options_merges_headers_key_by_key_and_overrides_the_rest() -> None:
+    client, transport = make_client(headers={"Authorization": "Bearer a", "X-Team": "vision"}, timeout=9.0)
+    client.with_options(headers={"Authorization": "Bearer b"}, timeout=2.5).classify(image_bytes(1))
+    client.classify(image_bytes(2))
+    configured, original = transport.requests
+    assert dict(configured.headers) == {"Authorization": "Bearer b", "X-Team": "vision"}
+    assert configured.timeout == 2.5
+    assert dict(original.headers) == {"Authorization": "Bearer a", "X-Team": "vision"}
+    assert original.timeout == 9.0
+
+
+def test_with_options_leaves_the_client_as_it_was_and_copies_stack() -> None:
+    client, _ = make_client(timeout=9.0, encoding="jpeg")
+    quick = client.with_options(timeout=1.0)
+    lossless = quick.with_options(encoding="png", headers={"X-A": "1"})
+    assert client.options == RequestOptions(timeout=9.0, retry=FAST_RETRY, encoding="jpeg")
+    assert quick.options == RequestOptions(timeout=1.0, retry=FAST_RETRY, encoding="jpeg")
+    assert lossless.options == RequestOptions(
+        timeout=1.0, retry=FAST_RETRY, encoding="png", headers={"X-A": "1"}
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        client.options.timeout = 3.0  # type: ignore[misc]
+
+
+def test_a_copy_shares_the_transport_and_the_model_configs_already_read() -> None:
+    client, transport = make_client()
+    info = client.model_info()
+    copy = client.with_options(timeout=5.0)
+    assert copy._transport is client._transport
+    assert copy.model_info() is info
+    copy.classify(image_bytes(1))
+    assert len(transport.requests) == 1
+
+
+def test_unset_options_take_the_defaults_of_the_constants_module() -> None:
+    client, transport = make_client(retry=None)
+    client.classify(image_bytes(1))
+    [request] = transport.requests
+    assert request.timeout == DEFAULT_TIMEOUT and dict(request.headers) == {}
+    assert client._settings.retry == RetryPolicy(max_retries=DEFAULT_MAX_RETRIES)
+    assert client._settings.images.encoding == DEFAULT_IMAGE_ENCODING
+    assert client._settings.preprocess == DEFAULT_PREPROCESS
+
+
+def test_max_retries_replaces_the_count_of_the_retry_policy_and_keeps_its_delays() -> None:
+    client, transport = make_client(failing_times(99, ConnectionRefusedError()), max_retries=4)
+    assert client._settings.retry == RetryPolicy(4, FAST_RETRY.initial_delay, FAST_RETRY.max_delay)
+    with pytest.raises(ServerUnavailableError):
+        client.with_options(max_retries=1).classify(image_bytes(1))
+    assert len(transport.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"timeout": 0},
+        {"max_retries": -1},
+        {"preprocess": "gpu"},
+        {"encoding": "gif"},
+        {"jpeg_quality": 101},
+    ],
+)
+def test_invalid_options_are_refused_when_given(options: dict[str, Any]) -> None:
+    client, _ = make_client()
+    with pytest.raises(ValueError):
+        client.with_options(**options)
+    with pytest.raises(ValueError):
+        make_client(**options)
+
+
+def test_every_request_option_is_a_keyword_argument_of_the_clients() -> None:
+    fields = {field.name for field in dataclasses.fields(RequestOptions)}
+    assert set(RequestOptionFields.__optional_keys__) == fields
+    client, _ = make_client()
+    assert client.with_options(**{name: None for name in fields}).options == client.options
 
 
 def test_client_side_preprocessing_sends_pixels_to_beit_model() -> None:
@@ -454,8 +590,65 @@ def test_real_transports_are_built_from_the_url_without_connecting() -> None:
     with BeitClient("http://127.0.0.1:1") as http_client, BeitClient("grpc://127.0.0.1:1") as grpc_client:
         assert type(http_client._transport).__name__ == "HTTPTransport"
         assert type(grpc_client._transport).__name__ == "GRPCTransport"
-        assert not http_client.live(timeout=1.0)
-        assert not grpc_client.live(timeout=1.0)
+        assert not http_client.with_options(timeout=1.0).live()
+        assert not grpc_client.with_options(timeout=1.0).live()
+
+
+# ---- a closed client ----
+
+
+def every_call(client: BeitClient) -> dict[str, Callable[[], object]]:
+    return {
+        "live": client.live,
+        "ready": client.ready,
+        "model_info": client.model_info,
+        "classify": lambda: client.classify(image_bytes(1), return_exceptions=True),
+        "embed": lambda: client.embed(image_bytes(1)),
+    }
+
+
+def test_a_closed_client_refuses_every_call_with_a_clear_error() -> None:
+    with make_client()[0] as client:
+        client.classify(image_bytes(1))
+    assert client.closed
+    for call in every_call(client).values():
+        with pytest.raises(ClientClosedError, match="is closed"):
+            call()
+
+
+def test_closing_a_copy_closes_the_client_it_was_made_from_and_closing_twice_is_harmless() -> None:
+    client, _ = make_client()
+    copy = client.with_options(timeout=1.0)
+    copy.close()
+    copy.close()
+    with pytest.raises(ClientClosedError):
+        client.classify(image_bytes(1))
+    with pytest.raises(ClientClosedError):
+        client.with_options(timeout=2.0).live()
+
+
+async def test_a_closed_async_client_refuses_every_call_with_a_clear_error() -> None:
+    async with make_async_client()[0] as client:
+        await client.classify(image_bytes(1))
+    calls = {
+        "live": client.live(),
+        "ready": client.ready(),
+        "model_info": client.model_info(),
+        "classify": client.classify(image_bytes(1), return_exceptions=True),
+        "embed": client.with_options(timeout=1.0).embed(image_bytes(1)),
+    }
+    for call in calls.values():
+        with pytest.raises(ClientClosedError, match="is closed"):
+            await call
+    await client.close()
+
+
+def test_a_closed_real_client_refuses_calls_instead_of_failing_in_tritonclient() -> None:
+    for url in ("http://127.0.0.1:1", "grpc://127.0.0.1:1"):
+        client = BeitClient(url)
+        client.close()
+        with pytest.raises(ClientClosedError):
+            client.live()
 
 
 # ---- the HTTP transport's clients: one per thread per timeout, bounded ----
@@ -599,4 +792,4 @@ async def test_async_client_reads_model_info_and_health() -> None:
 async def test_async_real_transports_report_a_down_server_as_not_live() -> None:
     for url in ("http://127.0.0.1:1", "grpc://127.0.0.1:1"):
         async with AsyncBeitClient(url) as client:
-            assert not await client.live(timeout=1.0)
+            assert not await client.with_options(timeout=1.0).live()

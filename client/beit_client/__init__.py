@@ -1,7 +1,7 @@
 """Typed Python SDK for the BEiT classifier served on Triton: `BeitClient` and `AsyncBeitClient`."""
 
 from ._client import AsyncBeitClient, BeitClient
-from ._config import RetryPolicy, ServerURL, TLSConfig
+from ._config import RequestOptions, RetryPolicy, ServerURL, TLSConfig
 from ._exceptions import (
     BeitClientError,
     ClientClosedError,
@@ -46,6 +46,7 @@ __all__ = [
     "PermanentError",
     "Prediction",
     "PreprocessMode",
+    "RequestOptions",
     "RequestTimeoutError",
     "RequestedOutput",
     "RetryPolicy",

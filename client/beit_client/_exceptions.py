@@ -18,9 +18,9 @@ What a caller may branch on or log is an attribute of every error:
   gRPC status name as a str (`"INVALID_ARGUMENT"`). None when no answer came (refused, timed out) or the
   error arose in this process (an unreadable file, a closed client).
 - `model`: the Triton model the request was for (`"beit"`, `"beit_embedding"`, `"beit_model"`).
-- `request_id`: the id the SDK sent with the infer request, one per request and kept across its retries.
-  Triton logs it, echoes it in its answer and names it in its own errors. None for other calls (health,
-  model config) and for images refused before any request was sent.
+- `request_id`: the id the SDK sent with the infer request (Triton echoes it as the answer's `id`), one per
+  request and kept across its retries. None for other calls (health, model config) and for images refused
+  before any request was sent.
 
 Errors from `tritonclient` and the libraries under it become these in one place,
 `beit_client._transports._errors.translate_transport_errors`, which keeps the original as `__cause__`.

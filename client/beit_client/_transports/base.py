@@ -43,7 +43,7 @@ class InferRequest:
     timeout: float | None = None
     """Seconds; None means the transport's default."""
     request_id: str = field(default_factory=new_request_id)
-    """Sent as the request's `id`: Triton logs it and echoes it, and errors carry it."""
+    """Sent as the request's `id`, which Triton echoes in its answer; the errors of the request carry it."""
 
     @property
     def batch_size(self) -> int:
