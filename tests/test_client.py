@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.server
 import io
+import logging
+import pickle
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from beit_client import (
     AsyncMockTransport,
     BeitClient,
     BeitClientError,
+    ClientClosedError,
     InferRequest,
     InvalidImageError,
     InvalidRequestError,
@@ -30,14 +35,24 @@ from beit_client import (
     ModelNotFoundError,
     ModelNotReadyError,
     Prediction,
+    RequestOptions,
     RequestTimeoutError,
     RetryPolicy,
     ServerError,
     ServerUnavailableError,
     ServerURL,
 )
+from beit_client._config import RequestOptionFields
+from beit_client._constants import (
+    DEFAULT_IMAGE_ENCODING,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PREPROCESS,
+    DEFAULT_TIMEOUT,
+    MAX_HTTP_CLIENTS_PER_THREAD,
+)
 from beit_client._retry import retry_delay, should_retry
 from beit_client._transports._errors import translate_transport_errors
+from beit_client._transports.http import HTTPTransport
 from beit_preprocessing import PreprocessingConfig, preprocess_bytes
 from tests.test_client_fakes import (
     LABELS,
@@ -111,7 +126,7 @@ def test_pil_images_and_arrays_are_sent_as_lossless_png() -> None:
 def test_jpeg_encoding_is_used_when_asked_per_call_or_per_client() -> None:
     rgb = np.full((8, 8, 3), 128, dtype=np.uint8)
     client, transport = make_client()
-    client.classify(rgb, encoding="jpeg", jpeg_quality=80)
+    client.with_options(encoding="jpeg", jpeg_quality=80).classify(rgb)
     other, other_transport = make_client(encoding="jpeg")
     other.classify(Image.fromarray(rgb).convert("RGBA"))
     assert sent_images(transport)[0].startswith(b"\xff\xd8")
@@ -240,26 +255,59 @@ def test_chunks_are_sent_concurrently_but_never_more_than_max_concurrency() -> N
 
 
 @pytest.mark.parametrize(
-    ("status", "expected"),
+    ("status", "expected", "code"),
     [
-        ("400", InvalidRequestError),
-        ("404", ModelNotFoundError),
-        ("500", ServerError),
-        ("503", ServerUnavailableError),
-        ("StatusCode.INVALID_ARGUMENT", InvalidRequestError),
-        ("StatusCode.NOT_FOUND", ModelNotFoundError),
-        ("StatusCode.INTERNAL", ServerError),
-        ("StatusCode.UNAVAILABLE", ServerUnavailableError),
-        ("StatusCode.DEADLINE_EXCEEDED", RequestTimeoutError),
-        ("StatusCode.UNIMPLEMENTED", InvalidRequestError),
-        (None, ServerError),
+        ("400", InvalidRequestError, 400),
+        ("404", ModelNotFoundError, 404),
+        ("500", ServerError, 500),
+        ("503", ServerUnavailableError, 503),
+        ("StatusCode.INVALID_ARGUMENT", InvalidRequestError, "INVALID_ARGUMENT"),
+        ("StatusCode.NOT_FOUND", ModelNotFoundError, "NOT_FOUND"),
+        ("StatusCode.INTERNAL", ServerError, "INTERNAL"),
+        ("StatusCode.UNAVAILABLE", ServerUnavailableError, "UNAVAILABLE"),
+        ("StatusCode.DEADLINE_EXCEEDED", RequestTimeoutError, "DEADLINE_EXCEEDED"),
+        ("StatusCode.UNIMPLEMENTED", InvalidRequestError, "UNIMPLEMENTED"),
+        (None, ServerError, None),
     ],
 )
-def test_tritonclient_statuses_become_sdk_errors(status: str | None, expected: type[BeitClientError]) -> None:
+def test_tritonclient_statuses_become_sdk_errors_carrying_the_status_code(
+    status: str | None, expected: type[BeitClientError], code: int | str | None
+) -> None:
     original = InferenceServerException("whatever the text says", status=status)
     with pytest.raises(expected) as caught, translate_transport_errors():
         raise original
     assert caught.value.__cause__ is original
+    assert caught.value.status_code == code
+
+
+def test_errors_translated_for_a_request_carry_its_model_and_request_id() -> None:
+    for raised in (
+        InferenceServerException("refused", status="400"),
+        ConnectionRefusedError(),
+        TimeoutError(),
+    ):
+        with pytest.raises(BeitClientError) as caught, translate_transport_errors("beit", "f00d"):
+            raise raised
+        assert (caught.value.model, caught.value.request_id) == ("beit", "f00d")
+    with pytest.raises(ServerUnavailableError) as unanswered, translate_transport_errors("beit", "f00d"):
+        raise ConnectionRefusedError()
+    assert unanswered.value.status_code is None
+
+
+def test_errors_keep_their_fields_through_pickling() -> None:
+    errors: list[BeitClientError] = [
+        ServerUnavailableError("busy", status_code=503, model="beit", request_id="a1"),
+        InvalidImageError("bad", index=3, source="x.png", status_code="INVALID_ARGUMENT", request_id="b2"),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert (copy.status_code, copy.model, copy.request_id) == (
+            error.status_code,
+            error.model,
+            error.request_id,
+        )
+    assert pickle.loads(pickle.dumps(errors[1])).index == 3
 
 
 @pytest.mark.parametrize(
@@ -303,8 +351,9 @@ def test_unavailable_on_a_live_server_with_the_model_unready_is_model_not_ready(
         failing_times(99, InferenceServerException("x", status="503")),
         transport_options={"ready_models": {"beit_embedding"}},
     )
-    with pytest.raises(ModelNotReadyError):
+    with pytest.raises(ModelNotReadyError) as caught:
         client.classify(image_bytes(1))
+    assert (caught.value.model, caught.value.status_code) == ("beit", 503)
 
 
 def test_an_unknown_model_is_model_not_found() -> None:
@@ -327,6 +376,62 @@ def test_only_transient_errors_within_the_retry_budget_are_retried() -> None:
     assert not should_retry(ServerUnavailableError(), 2, policy)
     assert should_retry(RequestTimeoutError(), 0, policy)
     assert not should_retry(InvalidRequestError(), 0, policy)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("400", 400), ("StatusCode.INVALID_ARGUMENT", "INVALID_ARGUMENT")]
+)
+def test_a_refused_image_s_error_carries_the_status_code_model_and_request_id(
+    status: str, code: int | str
+) -> None:
+    def refuse_the_bad_one(request: InferRequest) -> Any:
+        if any(row[0] == b"bad" for row in request.inputs["IMAGE"]):
+            raise InferenceServerException("invalid image", status=status)
+        return beit_handler(request)
+
+    client, transport = make_client(refuse_the_bad_one)
+    outcomes = client.embed([image_bytes(1), b"bad", image_bytes(2)], return_exceptions=True)
+    error = outcomes[1]
+    assert isinstance(error, InvalidImageError) and error.index == 1
+    [alone] = [r for r in transport.requests if r.batch_size == 1 and r.inputs["IMAGE"][0][0] == b"bad"]
+    assert (error.status_code, error.model, error.request_id) == (code, "beit_embedding", alone.request_id)
+    assert isinstance(error.__cause__, InvalidRequestError)
+    assert error.__cause__.request_id == alone.request_id
+
+
+def test_each_request_has_its_own_id_kept_across_its_retries() -> None:
+    client, transport = make_client(failing_times(2, InferenceServerException("busy", status="503")))
+    client.classify(image_bytes(1))
+    client.classify(image_bytes(2))
+    ids = [request.request_id for request in transport.requests]
+    assert len(ids) == 4 and ids[0] == ids[1] == ids[2] != ids[3]
+    assert all(len(request_id) == 32 and int(request_id, 16) >= 0 for request_id in ids)
+
+
+def test_each_retry_is_logged_to_the_beit_client_logger(caplog: pytest.LogCaptureFixture) -> None:
+    client, transport = make_client(failing_times(2, InferenceServerException("busy", status="503")))
+    with caplog.at_level(logging.INFO, logger="beit_client"):
+        client.classify(image_bytes(1))
+    records = [record for record in caplog.records if record.name == "beit_client"]
+    assert [record.levelno for record in records] == [logging.INFO, logging.INFO]
+    request_id = transport.requests[0].request_id
+    for number, record in enumerate(records, start=1):
+        message = record.getMessage()
+        assert message.startswith("Retrying request to http://fake:8000 (model beit) in ")
+        assert (
+            f"retry {number} of 2" in message
+            and request_id in message
+            and "ServerUnavailableError" in message
+        )
+
+
+def test_an_answer_that_cannot_be_read_is_a_server_error_naming_the_request() -> None:
+    client, transport = make_client(
+        lambda request: {"PROBABILITIES": np.array([[b"nonsense"]], dtype=object)}
+    )
+    with pytest.raises(ServerError) as caught:
+        client.classify(image_bytes(1))
+    assert (caught.value.model, caught.value.request_id) == ("beit", transport.requests[0].request_id)
 
 
 def test_an_invalid_image_fails_alone_and_the_rest_of_its_chunk_is_answered() -> None:
@@ -355,12 +460,81 @@ def test_without_return_exceptions_the_first_failure_is_raised_after_every_chunk
 # ---- options ----
 
 
-def test_headers_and_timeouts_merge_client_and_call_values() -> None:
-    client, transport = make_client(headers={"Authorization": "Bearer a", "X-Team": "vision"})
-    client.classify(image_bytes(1), headers={"Authorization": "Bearer b"}, timeout=2.5)
-    request = transport.requests[0]
-    assert dict(request.headers) == {"Authorization": "Bearer b", "X-Team": "vision"}
-    assert request.timeout == 2.5
+def test_with_options_merges_headers_key_by_key_and_overrides_the_rest() -> None:
+    client, transport = make_client(headers={"Authorization": "Bearer a", "X-Team": "vision"}, timeout=9.0)
+    client.with_options(headers={"Authorization": "Bearer b"}, timeout=2.5).classify(image_bytes(1))
+    client.classify(image_bytes(2))
+    configured, original = transport.requests
+    assert dict(configured.headers) == {"Authorization": "Bearer b", "X-Team": "vision"}
+    assert configured.timeout == 2.5
+    assert dict(original.headers) == {"Authorization": "Bearer a", "X-Team": "vision"}
+    assert original.timeout == 9.0
+
+
+def test_with_options_leaves_the_client_as_it_was_and_copies_stack() -> None:
+    client, _ = make_client(timeout=9.0, encoding="jpeg")
+    quick = client.with_options(timeout=1.0)
+    lossless = quick.with_options(encoding="png", headers={"X-A": "1"})
+    assert client.options == RequestOptions(timeout=9.0, retry=FAST_RETRY, encoding="jpeg")
+    assert quick.options == RequestOptions(timeout=1.0, retry=FAST_RETRY, encoding="jpeg")
+    assert lossless.options == RequestOptions(
+        timeout=1.0, retry=FAST_RETRY, encoding="png", headers={"X-A": "1"}
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        client.options.timeout = 3.0  # type: ignore[misc]
+
+
+def test_a_copy_shares_the_transport_and_the_model_configs_already_read() -> None:
+    client, transport = make_client()
+    info = client.model_info()
+    copy = client.with_options(timeout=5.0)
+    assert copy._transport is client._transport
+    assert copy.model_info() is info
+    copy.classify(image_bytes(1))
+    assert len(transport.requests) == 1
+
+
+def test_unset_options_take_the_defaults_of_the_constants_module() -> None:
+    client, transport = make_client(retry=None)
+    client.classify(image_bytes(1))
+    [request] = transport.requests
+    assert request.timeout == DEFAULT_TIMEOUT and dict(request.headers) == {}
+    assert client._settings.retry == RetryPolicy(max_retries=DEFAULT_MAX_RETRIES)
+    assert client._settings.images.encoding == DEFAULT_IMAGE_ENCODING
+    assert client._settings.preprocess == DEFAULT_PREPROCESS
+
+
+def test_max_retries_replaces_the_count_of_the_retry_policy_and_keeps_its_delays() -> None:
+    client, transport = make_client(failing_times(99, ConnectionRefusedError()), max_retries=4)
+    assert client._settings.retry == RetryPolicy(4, FAST_RETRY.initial_delay, FAST_RETRY.max_delay)
+    with pytest.raises(ServerUnavailableError):
+        client.with_options(max_retries=1).classify(image_bytes(1))
+    assert len(transport.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"timeout": 0},
+        {"max_retries": -1},
+        {"preprocess": "gpu"},
+        {"encoding": "gif"},
+        {"jpeg_quality": 101},
+    ],
+)
+def test_invalid_options_are_refused_when_given(options: dict[str, Any]) -> None:
+    client, _ = make_client()
+    with pytest.raises(ValueError):
+        client.with_options(**options)
+    with pytest.raises(ValueError):
+        make_client(**options)
+
+
+def test_every_request_option_is_a_keyword_argument_of_the_clients() -> None:
+    fields = {field.name for field in dataclasses.fields(RequestOptions)}
+    assert set(RequestOptionFields.__optional_keys__) == fields
+    client, _ = make_client()
+    assert client.with_options(**{name: None for name in fields}).options == client.options
 
 
 def test_client_side_preprocessing_sends_pixels_to_beit_model() -> None:
@@ -416,8 +590,155 @@ def test_real_transports_are_built_from_the_url_without_connecting() -> None:
     with BeitClient("http://127.0.0.1:1") as http_client, BeitClient("grpc://127.0.0.1:1") as grpc_client:
         assert type(http_client._transport).__name__ == "HTTPTransport"
         assert type(grpc_client._transport).__name__ == "GRPCTransport"
-        assert not http_client.live(timeout=1.0)
-        assert not grpc_client.live(timeout=1.0)
+        assert not http_client.with_options(timeout=1.0).live()
+        assert not grpc_client.with_options(timeout=1.0).live()
+
+
+# ---- a closed client ----
+
+
+def every_call(client: BeitClient) -> dict[str, Callable[[], object]]:
+    return {
+        "live": client.live,
+        "ready": client.ready,
+        "model_info": client.model_info,
+        "classify": lambda: client.classify(image_bytes(1), return_exceptions=True),
+        "embed": lambda: client.embed(image_bytes(1)),
+    }
+
+
+def test_a_closed_client_refuses_every_call_with_a_clear_error() -> None:
+    with make_client()[0] as client:
+        client.classify(image_bytes(1))
+    assert client.closed
+    for call in every_call(client).values():
+        with pytest.raises(ClientClosedError, match="is closed"):
+            call()
+
+
+def test_closing_a_copy_closes_the_client_it_was_made_from_and_closing_twice_is_harmless() -> None:
+    client, _ = make_client()
+    copy = client.with_options(timeout=1.0)
+    copy.close()
+    copy.close()
+    with pytest.raises(ClientClosedError):
+        client.classify(image_bytes(1))
+    with pytest.raises(ClientClosedError):
+        client.with_options(timeout=2.0).live()
+
+
+async def test_a_closed_async_client_refuses_every_call_with_a_clear_error() -> None:
+    async with make_async_client()[0] as client:
+        await client.classify(image_bytes(1))
+    calls = {
+        "live": client.live(),
+        "ready": client.ready(),
+        "model_info": client.model_info(),
+        "classify": client.classify(image_bytes(1), return_exceptions=True),
+        "embed": client.with_options(timeout=1.0).embed(image_bytes(1)),
+    }
+    for call in calls.values():
+        with pytest.raises(ClientClosedError, match="is closed"):
+            await call
+    await client.close()
+
+
+def test_a_closed_real_client_refuses_calls_instead_of_failing_in_tritonclient() -> None:
+    for url in ("http://127.0.0.1:1", "grpc://127.0.0.1:1"):
+        client = BeitClient(url)
+        client.close()
+        with pytest.raises(ClientClosedError):
+            client.live()
+
+
+# ---- the HTTP transport's clients: one per thread per timeout, bounded ----
+
+
+class FakeHTTPClient:
+    """Stands in for tritonclient's HTTP client: records its timeout and whether it was closed."""
+
+    def __init__(self, authority: str, *, connection_timeout: float, network_timeout: float) -> None:
+        self.timeout = network_timeout
+        self.closed = False
+
+    def is_server_live(self, headers: dict[str, str]) -> bool:
+        assert not self.closed, "a closed client was used"
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def http_clients(monkeypatch: pytest.MonkeyPatch) -> list[FakeHTTPClient]:
+    """Every tritonclient HTTP client made while the test runs, in order."""
+    made: list[FakeHTTPClient] = []
+
+    def make(authority: str, **timeouts: float) -> FakeHTTPClient:
+        made.append(FakeHTTPClient(authority, **timeouts))
+        return made[-1]
+
+    monkeypatch.setattr("beit_client._transports.http.httpclient.InferenceServerClient", make)
+    return made
+
+
+def http_transport() -> HTTPTransport:
+    return HTTPTransport(ServerURL.parse("http://fake:8000"), timeout=60.0, tls=None)
+
+
+def test_a_thread_keeps_a_few_http_clients_and_closes_the_least_recently_used(
+    http_clients: list[FakeHTTPClient],
+) -> None:
+    transport = http_transport()
+    timeouts = [float(t) for t in range(1, MAX_HTTP_CLIENTS_PER_THREAD + 1)]
+    for timeout in timeouts:
+        transport.server_live({}, timeout)
+    transport.server_live({}, timeouts[0])
+    assert len(http_clients) == len(timeouts), "a timeout used before got a new client"
+    transport.server_live({}, 99.0)
+    assert [client.timeout for client in http_clients if client.closed] == [timeouts[1]]
+    open_timeouts = sorted(client.timeout for client in http_clients if not client.closed)
+    assert open_timeouts == sorted([*timeouts[:1], *timeouts[2:], 99.0])
+    assert len(open_timeouts) == MAX_HTTP_CLIENTS_PER_THREAD
+
+
+def test_the_http_clients_of_a_finished_thread_are_closed(http_clients: list[FakeHTTPClient]) -> None:
+    transport = http_transport()
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda timeout: transport.server_live({}, timeout), [1.0, 2.0] * 20))
+    for _ in range(20):
+        thread = threading.Thread(target=transport.server_live, args=({}, 1.0))
+        thread.start()
+        thread.join()
+    assert len(http_clients) >= 2 + 20
+    assert all(client.closed for client in http_clients)
+    # What is kept to close each thread's clients goes too: only the last thread's is left.
+    assert len(transport._closers) == 1
+
+
+def test_closing_the_http_transport_closes_every_thread_s_clients_and_refuses_more(
+    http_clients: list[FakeHTTPClient],
+) -> None:
+    transport = http_transport()
+    transport.server_live({}, 1.0)
+    started, release = threading.Event(), threading.Event()
+
+    def hold_a_client() -> None:
+        transport.server_live({}, 2.0)
+        started.set()
+        release.wait()
+
+    worker = threading.Thread(target=hold_a_client)
+    worker.start()
+    started.wait()
+    try:
+        transport.close()
+        assert [client.closed for client in http_clients] == [True, True]
+        with pytest.raises(ClientClosedError):
+            transport.server_live({}, 1.0)
+    finally:
+        release.set()
+        worker.join()
 
 
 # ---- async: the same behaviour ----
@@ -471,4 +792,4 @@ async def test_async_client_reads_model_info_and_health() -> None:
 async def test_async_real_transports_report_a_down_server_as_not_live() -> None:
     for url in ("http://127.0.0.1:1", "grpc://127.0.0.1:1"):
         async with AsyncBeitClient(url) as client:
-            assert not await client.live(timeout=1.0)
+            assert not await client.with_options(timeout=1.0).live()

@@ -107,6 +107,12 @@ class Client:
 
             self._client = self._loop.run_until_complete(create())
 
+    def with_options(self, **changes: Any) -> Client:
+        """The configured copy, driven on this wrapper's loop."""
+        configured = object.__new__(Client)
+        configured.__dict__.update(self.__dict__, _client=self._client.with_options(**changes))
+        return configured
+
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
         if self._loop is None:
@@ -240,9 +246,9 @@ def test_client_side_preprocessing_answers_what_the_ensemble_answers(triton_serv
         local = client_side.classify(images, 5)
         assert_same_predictions(local, ensemble, atol=1e-5)
         np.testing.assert_allclose(client_side.embed(images), server_side.embed(images), atol=1e-5)
-        # The per-call override reaches the same answer from a server-side client.
+        # A copy configured for client-side preprocessing reaches the same answer from a server-side client.
         assert_same_predictions(
-            server_side.classify(images[:3], 5, preprocess="client"), ensemble[:3], atol=1e-5
+            server_side.with_options(preprocess="client").classify(images[:3], 5), ensemble[:3], atol=1e-5
         )
 
 
@@ -352,12 +358,14 @@ class CountingTransport(Transport):
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
         self.calls: dict[str, int] = {}
+        self.requests: list[InferRequest] = []
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
 
     def infer(self, request: InferRequest) -> dict[str, Any]:
         self._count("infer")
+        self.requests.append(request)
         return self.inner.infer(request)
 
     def server_live(self, headers: Mapping[str, str], timeout: float | None) -> bool:
@@ -416,6 +424,54 @@ def test_both_clients_on_a_wrong_port_raise_the_transient_error_over_either_prot
     with Client(kind, f"http://127.0.0.1:{free_port()}", retry=FAST_RETRY) as c:
         with pytest.raises(ServerUnavailableError):
             c.classify([encode(photo(32, 32), "PNG")])
+
+
+REFUSED_STATUS = {"http": 400, "grpc": "INVALID_ARGUMENT"}
+
+
+def test_a_refused_image_carries_the_status_code_model_and_its_own_request_id(client: Any):
+    images: list[Any] = [jpegs(1, seed=500)[0], b"not an image" * 10, b"nor this" * 10]
+    outcomes = client.embed(images, return_exceptions=True)
+    refused = outcomes[1:]
+    assert all(isinstance(error, InvalidImageError) for error in refused), refused
+    for error in refused:
+        assert (error.status_code, error.model) == (REFUSED_STATUS[client.protocol], "beit_embedding")
+        assert len(error.request_id) == 32 and int(error.request_id, 16) >= 0
+        assert error.__cause__.request_id == error.request_id
+        assert error.__cause__.status_code == error.status_code
+    assert refused[0].request_id != refused[1].request_id
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_request_id_of_a_refused_image_is_the_one_sent_with_its_request(triton_server, protocol):
+    url = server_url(triton_server, protocol)
+    client, transport = counting_client(url)
+    with client:
+        outcomes = client.classify([jpegs(1, seed=600)[0], b"not an image" * 10], return_exceptions=True)
+    error = outcomes[1]
+    assert isinstance(error, InvalidImageError)
+    [batch, first, second] = transport.requests
+    assert batch.batch_size == 2 and first.batch_size == second.batch_size == 1
+    assert error.request_id == second.request_id
+    assert len({batch.request_id, first.request_id, second.request_id}) == 3
+    assert (error.status_code, error.model) == (REFUSED_STATUS[protocol], "beit")
+
+
+def test_triton_echoes_the_request_id_the_sdk_sends(triton_server):
+    """The id reaches the server: Triton answers with it (the HTTP answer's `id`)."""
+    seen: list[str] = []
+    original = httpclient.InferenceServerClient.infer
+
+    def infer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        seen.append(result.get_response()["id"])
+        return result
+
+    client, transport = counting_client(triton_server.http_url)
+    with client, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpclient.InferenceServerClient, "infer", infer)
+        client.classify(jpegs(1, seed=700))
+    assert seen == [request.request_id for request in transport.requests]
 
 
 # ---------------------------------------------------------------- 7. a server stopped mid-job, resumed

@@ -1,9 +1,10 @@
 """Typed Python SDK for the BEiT classifier served on Triton: `BeitClient` and `AsyncBeitClient`."""
 
 from ._client import AsyncBeitClient, BeitClient
-from ._config import RetryPolicy, ServerURL, TLSConfig
+from ._config import RequestOptions, RetryPolicy, ServerURL, TLSConfig
 from ._exceptions import (
     BeitClientError,
+    ClientClosedError,
     InvalidImageError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -31,6 +32,7 @@ __all__ = [
     "AsyncTransport",
     "BeitClient",
     "BeitClientError",
+    "ClientClosedError",
     "ImageEncoding",
     "ImageInput",
     "ImagesInput",
@@ -44,6 +46,7 @@ __all__ = [
     "PermanentError",
     "Prediction",
     "PreprocessMode",
+    "RequestOptions",
     "RequestTimeoutError",
     "RequestedOutput",
     "RetryPolicy",

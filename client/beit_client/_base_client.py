@@ -1,12 +1,15 @@
-"""Everything the sync and async clients share that does no network I/O: settings, request building,
-chunking, result decoding, model-config parsing. The clients in `_client.py` add only the I/O."""
+"""Everything the sync and async clients share that does no network I/O: options, request building,
+chunking, retry decisions, result decoding, model-config parsing. The clients in `_client.py` add only the
+I/O."""
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Self, TypeVar, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -21,21 +24,40 @@ from beit_repository.names import (
     PROBABILITIES,
 )
 
-from ._config import RetryPolicy, ServerURL, TLSConfig
+from ._config import RequestOptionFields, RequestOptions, RetryPolicy, ServerURL, TLSConfig
 from ._constants import (
     DEFAULT_IMAGE_ENCODING,
+    DEFAULT_JPEG_QUALITY,
     DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_PREPROCESS,
     DEFAULT_TIMEOUT,
     MAX_DECODED_PIXELS,
 )
-from ._exceptions import BeitClientError, InvalidImageError, InvalidRequestError, ServerError
+from ._exceptions import (
+    BeitClientError,
+    ClientClosedError,
+    InvalidImageError,
+    InvalidRequestError,
+    ModelNotReadyError,
+    ServerError,
+)
 from ._images import ImageOptions, describe_image, encode_image, preprocess_on_client
 from ._models import ModelInfo, Prediction
+from ._retry import retry_delay, should_retry
 from ._transports.base import InferRequest, ModelConfig, RequestedOutput, Tensors
-from ._types import Headers, ImageEncoding, ImageInput, PreprocessMode
+from ._types import ImageInput, PreprocessMode
 
-__all__ = ["BaseClient", "CallOptions", "PreparedChunk", "Task", "decode_embeddings", "decode_predictions"]
+__all__ = [
+    "BaseClient",
+    "Call",
+    "PreparedChunk",
+    "Settings",
+    "Task",
+    "decode_embeddings",
+    "decode_predictions",
+]
+
+log = logging.getLogger("beit_client")
 
 ResultT = TypeVar("ResultT")
 Embedding = npt.NDArray[np.float32]
@@ -55,7 +77,7 @@ def _parse_classification(entry: bytes | str) -> Prediction:
     try:
         score, index = float(fields[0]), int(fields[1])
     except (ValueError, IndexError) as e:
-        raise ServerError(f"the server returned a malformed classification {text!r}") from e
+        raise ValueError(f"a malformed classification {text!r}") from e
     # Without a label file Triton sends "score:index"; the index is the only name there is.
     label = fields[2] if len(fields) == 3 else str(index)
     return Prediction(label=label, score=score, index=index)
@@ -89,18 +111,42 @@ EMBED_TASK: Task[Embedding] = Task(EMBED_MODEL, EMBEDDING, 0, decode_embeddings)
 
 
 @dataclass(frozen=True)
-class CallOptions(Generic[ResultT]):
-    """The settings of one classify/embed call, the client's defaults filled in."""
+class Settings:
+    """`RequestOptions` with every default filled in: what requests are sent with."""
 
-    task: Task[ResultT]
+    timeout: float
+    headers: Mapping[str, str]
+    retry: RetryPolicy
     preprocess: PreprocessMode
     images: ImageOptions
-    headers: Mapping[str, str]
-    timeout: float | None
+
+    @classmethod
+    def resolve(cls, options: RequestOptions) -> Settings:
+        retry = options.retry or RetryPolicy()
+        if options.max_retries is not None:
+            retry = replace(retry, max_retries=options.max_retries)
+        return cls(
+            timeout=DEFAULT_TIMEOUT if options.timeout is None else options.timeout,
+            headers=dict(options.headers or {}),
+            retry=retry,
+            preprocess=options.preprocess or DEFAULT_PREPROCESS,
+            images=ImageOptions(
+                options.encoding or DEFAULT_IMAGE_ENCODING,
+                DEFAULT_JPEG_QUALITY if options.jpeg_quality is None else options.jpeg_quality,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Call(Generic[ResultT]):
+    """One classify/embed call: the question, and the settings of the client it was asked of."""
+
+    task: Task[ResultT]
+    settings: Settings
 
     @property
     def model(self) -> str:
-        return self.task.model(self.preprocess)
+        return self.task.model(self.settings.preprocess)
 
 
 @dataclass
@@ -120,26 +166,48 @@ class PreparedChunk:
             groups.setdefault(shape, []).append(index)
         return list(groups.values())
 
-    def request(self, indices: Sequence[int], options: CallOptions[Any]) -> InferRequest:
+    def request(self, indices: Sequence[int], call: Call[Any]) -> InferRequest:
         payloads = [self.payloads[i] for i in indices]
-        if options.preprocess == "client":
+        if call.settings.preprocess == "client":
             inputs: Tensors = {PIXEL_VALUES: np.stack(payloads).astype(np.float32, copy=False)}
         else:
             inputs = {IMAGE: np.array(payloads, dtype=np.object_).reshape(len(payloads), 1)}
         return InferRequest(
-            model=options.model,
+            model=call.model,
             inputs=inputs,
-            outputs=(RequestedOutput(options.task.output, options.task.class_count),),
-            headers=options.headers,
-            timeout=options.timeout,
+            outputs=(RequestedOutput(call.task.output, call.task.class_count),),
+            headers=call.settings.headers,
+            timeout=call.settings.timeout,
         )
+
+
+def read_results(
+    call: Call[ResultT], request: InferRequest, indices: Sequence[int], outputs: Tensors
+) -> dict[int, ResultT]:
+    """The answer to `request` by input index. An answer that cannot be read is the server's error."""
+    try:
+        results = call.task.decode(outputs)
+        if len(results) != len(indices):
+            raise ValueError(f"{len(results)} results for {len(indices)} images")
+    except (KeyError, ValueError) as e:
+        raise ServerError(
+            f"the server's answer could not be read: {e}", model=request.model, request_id=request.request_id
+        ) from e
+    return dict(zip(indices, results, strict=True))
 
 
 def image_error(error: InvalidRequestError, index: int, image: ImageInput) -> InvalidImageError:
     """The server refused a request holding only this image: the image is what was invalid."""
     if isinstance(error, InvalidImageError):
         return error
-    invalid = InvalidImageError(f"the server refused it: {error}", index=index, source=describe_image(image))
+    invalid = InvalidImageError(
+        f"the server refused it: {error}",
+        index=index,
+        source=describe_image(image),
+        status_code=error.status_code,
+        model=error.model,
+        request_id=error.request_id,
+    )
     invalid.__cause__ = error
     return invalid
 
@@ -179,101 +247,113 @@ def parse_model_info(config: ModelConfig) -> ModelInfo:
         ) from e
 
 
+@dataclass
+class ClientState:
+    """What a client shares with its `with_options` copies, besides the transport: the model configs read so
+    far, the model info parsed from them, and whether the client was closed."""
+
+    configs: dict[str, ModelConfig] = field(default_factory=dict)
+    model_info: ModelInfo | None = None
+    closed: bool = False
+
+
 class BaseClient:
     def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        headers: Headers | None = None,
-        retry: RetryPolicy | None = None,
-        max_retries: int | None = None,
-        tls: TLSConfig | None = None,
-        preprocess: PreprocessMode = "server",
-        encoding: ImageEncoding = DEFAULT_IMAGE_ENCODING,
-        jpeg_quality: int | None = None,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        self, url: str, *, tls: TLSConfig | None, max_concurrency: int, options: RequestOptions
     ) -> None:
         self.url = ServerURL.parse(url)
-        self.timeout = timeout
-        self.headers: dict[str, str] = dict(headers or {})
-        retry = retry or RetryPolicy()
-        if max_retries is not None:
-            retry = RetryPolicy(max_retries, retry.initial_delay, retry.max_delay)
-        self.retry = retry
         self.tls = tls
-        self.preprocess = _check_preprocess(preprocess)
-        self.image_options = (
-            ImageOptions(encoding) if jpeg_quality is None else ImageOptions(encoding, jpeg_quality)
-        )
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.max_concurrency = max_concurrency
-        self._configs: dict[str, ModelConfig] = {}
-        self._model_info: ModelInfo | None = None
+        self._configure(options)
+        self._state = ClientState()
+
+    def _configure(self, options: RequestOptions) -> None:
+        self._options = options
+        self._settings = Settings.resolve(options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.url)!r})"
 
-    def _call_options(
-        self,
-        task: Task[ResultT],
-        *,
-        preprocess: PreprocessMode | None,
-        encoding: ImageEncoding | None,
-        jpeg_quality: int | None,
-        headers: Headers | None,
-        timeout: float | None,
-    ) -> CallOptions[ResultT]:
-        defaults = self.image_options
-        images = ImageOptions(
-            encoding or defaults.encoding,
-            defaults.jpeg_quality if jpeg_quality is None else jpeg_quality,
-            defaults.url_timeout,
-            defaults.max_url_bytes,
-        )
-        return CallOptions(
-            task=task,
-            preprocess=_check_preprocess(preprocess or self.preprocess),
-            images=images,
-            headers=self._headers(headers),
-            timeout=timeout,
-        )
+    @property
+    def options(self) -> RequestOptions:
+        """The options this client was given, those of the client it was copied from included; each field
+        left None takes its default from `_constants`."""
+        return self._options
 
-    def _headers(self, headers: Headers | None) -> dict[str, str]:
-        return {**self.headers, **(headers or {})}
+    @property
+    def closed(self) -> bool:
+        return self._state.closed
+
+    def with_options(self, **changes: Unpack[RequestOptionFields]) -> Self:
+        """A copy of this client with `changes` over its options (headers merged key by key); this client is
+        left as it was. The copy shares the connection, the model configs read so far, and closing: closing
+        either closes both."""
+        configured = copy.copy(self)
+        configured._configure(self._options.merge(RequestOptions(**changes)))
+        return configured
+
+    def _check_open(self) -> None:
+        if self._state.closed:
+            raise ClientClosedError(f"{self!r} is closed: make a new client to send more requests")
+
+    def _retry_delay(self, error: BeitClientError, retries_done: int, model: str) -> float | None:
+        """Seconds to wait before retrying after `error`, logged; None when it is not to be retried."""
+        policy = self._settings.retry
+        if not should_retry(error, retries_done, policy):
+            return None
+        delay = retry_delay(retries_done, policy)
+        log.info(
+            "Retrying request to %s (model %s) in %f seconds, retry %d of %d, after %s",
+            self.url,
+            model,
+            delay,
+            retries_done + 1,
+            policy.max_retries,
+            _describe(error),
+        )
+        return delay
 
     def _max_batch_size(self, model: str) -> int:
-        declared = int(self._configs[model].get("max_batch_size") or 0)
+        declared = int(self._state.configs[model].get("max_batch_size") or 0)
         return declared if declared > 0 else DEFAULT_MAX_BATCH_SIZE
 
-    def _prepare_chunk(
-        self, images: Sequence[ImageInput], chunk: range, options: CallOptions[Any]
-    ) -> PreparedChunk:
+    def _prepare_chunk(self, images: Sequence[ImageInput], chunk: range, call: Call[Any]) -> PreparedChunk:
         """Reads, encodes or preprocesses one chunk's images (file and URL I/O, CPU work): run in a worker
         thread by both clients."""
         prepared = PreparedChunk({}, {})
-        preprocessing = self._model_info.preprocessing if self._model_info is not None else None
+        model_info = self._state.model_info
         for index in chunk:
             try:
-                if options.preprocess == "client":
-                    assert preprocessing is not None, "model_info is fetched before client-side preprocessing"
+                if call.settings.preprocess == "client":
+                    assert model_info is not None, "model_info is fetched before client-side preprocessing"
                     prepared.payloads[index] = preprocess_on_client(
-                        images[index], index, options.images, preprocessing, MAX_DECODED_PIXELS
+                        images[index],
+                        index,
+                        call.settings.images,
+                        model_info.preprocessing,
+                        MAX_DECODED_PIXELS,
                     )
                 else:
-                    prepared.payloads[index] = encode_image(images[index], index, options.images)
+                    prepared.payloads[index] = encode_image(images[index], index, call.settings.images)
             except InvalidImageError as e:
                 prepared.failures[index] = e
         return prepared
 
 
-def _check_preprocess(mode: str) -> PreprocessMode:
-    if mode == "server":
-        return "server"
-    if mode == "client":
-        return "client"
-    raise ValueError(f"preprocess must be 'server' or 'client', not {mode!r}")
+def _describe(error: BeitClientError) -> str:
+    request = f" (request id {error.request_id})" if error.request_id else ""
+    return f"{type(error).__name__}: {error}{request}"
+
+
+def model_not_ready(error: BeitClientError, model: str) -> ModelNotReadyError:
+    return ModelNotReadyError(
+        f"model {model!r} is loaded but not ready: {error}",
+        status_code=error.status_code,
+        model=model,
+        request_id=error.request_id,
+    )
 
 
 def gather_outcomes(

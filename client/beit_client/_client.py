@@ -4,12 +4,11 @@ leaves everything else to `BaseClient`."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, Unpack, cast, overload
 
 import numpy as np
 
@@ -18,37 +17,26 @@ from beit_repository.names import CLASSIFY_MODEL, EMBED_MODEL
 from ._base_client import (
     EMBED_TASK,
     BaseClient,
-    CallOptions,
+    Call,
     Embedding,
     PreparedChunk,
     classify_task,
     first_error,
     gather_outcomes,
     image_error,
+    model_not_ready,
     parse_model_info,
     plan_chunks,
+    read_results,
 )
-from ._config import RetryPolicy, TLSConfig
-from ._constants import (
-    DEFAULT_IMAGE_ENCODING,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_TIMEOUT,
-    DEFAULT_TOP_K,
-)
-from ._exceptions import (
-    BeitClientError,
-    InvalidRequestError,
-    ModelNotReadyError,
-    ServerError,
-    ServerUnavailableError,
-    TransientError,
-)
+from ._config import RequestOptionFields, RequestOptions, TLSConfig
+from ._constants import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOP_K
+from ._exceptions import BeitClientError, InvalidRequestError, ServerUnavailableError, TransientError
 from ._images import as_image_list
 from ._models import ModelInfo, Prediction
-from ._retry import retry_delay, should_retry
 from ._transports import create_async_transport, create_transport
 from ._transports.base import AsyncTransport, ModelConfig, Transport
-from ._types import Headers, ImageEncoding, ImageInput, ImagesInput, PreprocessMode
+from ._types import ImageInput, ImagesInput
 
 __all__ = ["AsyncBeitClient", "BeitClient"]
 
@@ -60,38 +48,21 @@ Outcomes = dict[int, Any]
 class BeitClient(BaseClient):
     """A client for the served BEiT model. The URL's scheme picks the protocol: `http://`, `https://`,
     `grpc://`, `grpcs://`. Many images are sent in chunks of the model's max batch size, `max_concurrency`
-    requests at a time; transient failures are retried per `retry`/`max_retries`."""
+    requests at a time. The keyword arguments of `RequestOptions` (timeout, headers, retries, preprocessing,
+    encoding) set this client's options; `with_options` makes a copy with others."""
 
     def __init__(
         self,
         url: str,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
-        headers: Headers | None = None,
-        retry: RetryPolicy | None = None,
-        max_retries: int | None = None,
         tls: TLSConfig | None = None,
-        preprocess: PreprocessMode = "server",
-        encoding: ImageEncoding = DEFAULT_IMAGE_ENCODING,
-        jpeg_quality: int | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         transport: Transport | None = None,
+        **options: Unpack[RequestOptionFields],
     ) -> None:
-        super().__init__(
-            url,
-            timeout=timeout,
-            headers=headers,
-            retry=retry,
-            max_retries=max_retries,
-            tls=tls,
-            preprocess=preprocess,
-            encoding=encoding,
-            jpeg_quality=jpeg_quality,
-            max_concurrency=max_concurrency,
-        )
-        self._transport = transport or create_transport(self.url, timeout=timeout, tls=tls)
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        super().__init__(url, tls=tls, max_concurrency=max_concurrency, options=RequestOptions(**options))
+        self._transport = transport or create_transport(self.url, timeout=self._settings.timeout, tls=tls)
+        self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="beit-client")
 
     def __enter__(self) -> BeitClient:
         return self
@@ -105,225 +76,151 @@ class BeitClient(BaseClient):
         self.close()
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Closes the connection, for this client and its `with_options` copies; later calls raise
+        `ClientClosedError`. Closing again does nothing."""
+        if self._state.closed:
+            return
+        self._state.closed = True
+        self._executor.shutdown(wait=True)
         self._transport.close()
 
-    def live(self, *, headers: Headers | None = None, timeout: float | None = None) -> bool:
+    def live(self) -> bool:
         """Whether the server answers at all; False, not an error, when it cannot be reached."""
+        self._check_open()
         try:
-            return self._transport.server_live(self._headers(headers), timeout)
+            return self._transport.server_live(self._settings.headers, self._settings.timeout)
         except TransientError:
             return False
 
-    def ready(self, *, headers: Headers | None = None, timeout: float | None = None) -> bool:
+    def ready(self) -> bool:
         """Whether the server and both ensembles (`beit`, `beit_embedding`) accept requests."""
-        merged = self._headers(headers)
+        self._check_open()
+        headers, timeout = self._settings.headers, self._settings.timeout
         try:
-            return self._transport.server_ready(merged, timeout) and all(
-                self._transport.model_ready(model, merged, timeout) for model in (CLASSIFY_MODEL, EMBED_MODEL)
+            return self._transport.server_ready(headers, timeout) and all(
+                self._transport.model_ready(model, headers, timeout)
+                for model in (CLASSIFY_MODEL, EMBED_MODEL)
             )
         except TransientError:
             return False
 
-    def model_info(
-        self, *, refresh: bool = False, headers: Headers | None = None, timeout: float | None = None
-    ) -> ModelInfo:
+    def model_info(self, *, refresh: bool = False) -> ModelInfo:
         """What the server's checkpoint is; fetched once, then cached until `refresh=True`."""
-        if self._model_info is None or refresh:
-            config = self._model_config(CLASSIFY_MODEL, self._headers(headers), timeout, refresh=refresh)
-            self._model_info = parse_model_info(config)
-        return self._model_info
+        self._check_open()
+        if self._state.model_info is None or refresh:
+            self._state.model_info = parse_model_info(self._model_config(CLASSIFY_MODEL, refresh=refresh))
+        return self._state.model_info
 
     @overload
     def classify(
-        self,
-        images: ImagesInput,
-        top_k: int = DEFAULT_TOP_K,
-        *,
-        return_exceptions: Literal[False] = False,
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, top_k: int = DEFAULT_TOP_K, *, return_exceptions: Literal[False] = False
     ) -> list[list[Prediction]]: ...
 
     @overload
     def classify(
-        self,
-        images: ImagesInput,
-        top_k: int = DEFAULT_TOP_K,
-        *,
-        return_exceptions: Literal[True],
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, top_k: int = DEFAULT_TOP_K, *, return_exceptions: Literal[True]
     ) -> list[list[Prediction] | BeitClientError]: ...
 
     def classify(
-        self,
-        images: ImagesInput,
-        top_k: int = DEFAULT_TOP_K,
-        *,
-        return_exceptions: bool = False,
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, top_k: int = DEFAULT_TOP_K, *, return_exceptions: bool = False
     ) -> list[list[Prediction]] | list[list[Prediction] | BeitClientError]:
         """The `top_k` most likely labels of each image, in input order, best first. Every image is
         attempted; then, unless `return_exceptions`, the first failure (in input order) is raised."""
-        options = self._call_options(
-            classify_task(top_k),
-            preprocess=preprocess,
-            encoding=encoding,
-            jpeg_quality=jpeg_quality,
-            headers=headers,
-            timeout=timeout,
-        )
-        outcomes = self._run(as_image_list(images), options)
+        self._check_open()
+        outcomes = self._run(as_image_list(images), Call(classify_task(top_k), self._settings))
         if return_exceptions:
             return outcomes
         _raise_first_error(outcomes)
         return cast(list[list[Prediction]], outcomes)
 
     @overload
-    def embed(
-        self,
-        images: ImagesInput,
-        *,
-        return_exceptions: Literal[False] = False,
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
-    ) -> Embedding: ...
+    def embed(self, images: ImagesInput, *, return_exceptions: Literal[False] = False) -> Embedding: ...
 
     @overload
     def embed(
-        self,
-        images: ImagesInput,
-        *,
-        return_exceptions: Literal[True],
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, *, return_exceptions: Literal[True]
     ) -> list[Embedding | BeitClientError]: ...
 
     def embed(
-        self,
-        images: ImagesInput,
-        *,
-        return_exceptions: bool = False,
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, *, return_exceptions: bool = False
     ) -> Embedding | list[Embedding | BeitClientError]:
         """The pooled embedding of each image as a float32 array [n, embedding_size], in input order; with
         `return_exceptions`, a list holding each image's vector or its error."""
-        options = self._call_options(
-            EMBED_TASK,
-            preprocess=preprocess,
-            encoding=encoding,
-            jpeg_quality=jpeg_quality,
-            headers=headers,
-            timeout=timeout,
-        )
-        outcomes = self._run(as_image_list(images), options)
+        self._check_open()
+        outcomes = self._run(as_image_list(images), Call(EMBED_TASK, self._settings))
         if return_exceptions:
             return outcomes
         _raise_first_error(outcomes)
         return _stack_embeddings(cast(list[Embedding], outcomes))
 
-    def _model_config(
-        self, model: str, headers: Mapping[str, str], timeout: float | None, *, refresh: bool = False
-    ) -> ModelConfig:
-        if refresh or model not in self._configs:
-            self._configs[model] = self._with_retries(
-                lambda: self._transport.model_config(model, headers, timeout), model, headers
+    def _model_config(self, model: str, *, refresh: bool = False) -> ModelConfig:
+        configs = self._state.configs
+        if refresh or model not in configs:
+            headers, timeout = self._settings.headers, self._settings.timeout
+            configs[model] = self._with_retries(
+                lambda: self._transport.model_config(model, headers, timeout), model
             )
-        return self._configs[model]
+        return configs[model]
 
-    def _with_retries(self, send: Callable[[], T], model: str, headers: Mapping[str, str]) -> T:
+    def _with_retries(self, send: Callable[[], T], model: str) -> T:
         retries = 0
         while True:
             try:
                 return send()
             except BeitClientError as e:
-                if should_retry(e, retries, self.retry):
-                    time.sleep(retry_delay(retries, self.retry))
+                delay = self._retry_delay(e, retries, model)
+                if delay is not None:
+                    time.sleep(delay)
                     retries += 1
                     continue
-                if isinstance(e, ServerUnavailableError) and self._model_unready(model, headers):
-                    raise ModelNotReadyError(f"model {model!r} is loaded but not ready: {e}") from e
+                if isinstance(e, ServerUnavailableError) and self._model_unready(model):
+                    raise model_not_ready(e, model) from e
                 raise
 
-    def _model_unready(self, model: str, headers: Mapping[str, str]) -> bool:
+    def _model_unready(self, model: str) -> bool:
         """After the last retry: a live server with the model unready tells "not ready" from "down"."""
+        headers, timeout = self._settings.headers, self._settings.timeout
         try:
-            return self._transport.server_live(headers, None) and not self._transport.model_ready(
-                model, headers, None
+            return self._transport.server_live(headers, timeout) and not self._transport.model_ready(
+                model, headers, timeout
             )
         except BeitClientError:
             return False
 
-    def _run(self, images: Sequence[ImageInput], options: CallOptions[ResultT]) -> list[Any]:
+    def _run(self, images: Sequence[ImageInput], call: Call[ResultT]) -> list[Any]:
         if not images:
             return []
-        self._model_config(options.model, options.headers, options.timeout)
-        if options.preprocess == "client":
-            self.model_info(headers=options.headers, timeout=options.timeout)
-        chunks = plan_chunks(len(images), self._max_batch_size(options.model))
+        self._model_config(call.model)
+        if call.settings.preprocess == "client":
+            self.model_info()
+        chunks = plan_chunks(len(images), self._max_batch_size(call.model))
         if len(chunks) == 1:
-            parts = [self._run_chunk(images, chunks[0], options)]
+            parts = [self._run_chunk(images, chunks[0], call)]
         else:
-            parts = list(self._pool().map(lambda chunk: self._run_chunk(images, chunk, options), chunks))
+            parts = list(self._executor.map(lambda chunk: self._run_chunk(images, chunk, call), chunks))
         return gather_outcomes(len(images), parts)
 
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="beit-client")
-            return self._executor
-
-    def _run_chunk(self, images: Sequence[ImageInput], chunk: range, options: CallOptions[Any]) -> Outcomes:
-        prepared = self._prepare_chunk(images, chunk, options)
+    def _run_chunk(self, images: Sequence[ImageInput], chunk: range, call: Call[Any]) -> Outcomes:
+        prepared = self._prepare_chunk(images, chunk, call)
         outcomes: Outcomes = dict(prepared.failures)
         for batch in prepared.batches():
-            outcomes.update(self._infer_isolating(images, prepared, batch, options))
+            outcomes.update(self._infer_isolating(images, prepared, batch, call))
         return outcomes
 
     def _infer_isolating(
-        self,
-        images: Sequence[ImageInput],
-        prepared: PreparedChunk,
-        indices: list[int],
-        options: CallOptions[Any],
+        self, images: Sequence[ImageInput], prepared: PreparedChunk, indices: list[int], call: Call[Any]
     ) -> Outcomes:
+        request = prepared.request(indices, call)
         try:
-            outputs = self._with_retries(
-                lambda: self._transport.infer(prepared.request(indices, options)),
-                options.model,
-                options.headers,
-            )
-            return _pair_results(indices, options.task.decode(outputs))
+            outputs = self._with_retries(lambda: self._transport.infer(request), call.model)
+            return read_results(call, request, indices, outputs)
         except InvalidRequestError as e:
             if len(indices) == 1:
                 return {indices[0]: image_error(e, indices[0], images[indices[0]])}
             # Triton fails a whole batch for one bad image: resend one by one to name it and answer the rest.
             outcomes: Outcomes = {}
             for index in indices:
-                outcomes.update(self._infer_isolating(images, prepared, [index], options))
+                outcomes.update(self._infer_isolating(images, prepared, [index], call))
             return outcomes
         except BeitClientError as e:
             return dict.fromkeys(indices, e)
@@ -336,31 +233,14 @@ class AsyncBeitClient(BaseClient):
         self,
         url: str,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
-        headers: Headers | None = None,
-        retry: RetryPolicy | None = None,
-        max_retries: int | None = None,
         tls: TLSConfig | None = None,
-        preprocess: PreprocessMode = "server",
-        encoding: ImageEncoding = DEFAULT_IMAGE_ENCODING,
-        jpeg_quality: int | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         transport: AsyncTransport | None = None,
+        **options: Unpack[RequestOptionFields],
     ) -> None:
-        super().__init__(
-            url,
-            timeout=timeout,
-            headers=headers,
-            retry=retry,
-            max_retries=max_retries,
-            tls=tls,
-            preprocess=preprocess,
-            encoding=encoding,
-            jpeg_quality=jpeg_quality,
-            max_concurrency=max_concurrency,
-        )
+        super().__init__(url, tls=tls, max_concurrency=max_concurrency, options=RequestOptions(**options))
         self._transport = transport or create_async_transport(
-            self.url, timeout=timeout, tls=tls, concurrency=max_concurrency
+            self.url, timeout=self._settings.timeout, tls=tls, concurrency=max_concurrency
         )
 
     async def __aenter__(self) -> AsyncBeitClient:
@@ -375,237 +255,159 @@ class AsyncBeitClient(BaseClient):
         await self.close()
 
     async def close(self) -> None:
+        """Closes the connection, for this client and its `with_options` copies; later calls raise
+        `ClientClosedError`. Closing again does nothing."""
+        if self._state.closed:
+            return
+        self._state.closed = True
         await self._transport.aclose()
 
-    async def live(self, *, headers: Headers | None = None, timeout: float | None = None) -> bool:
+    async def live(self) -> bool:
         """Whether the server answers at all; False, not an error, when it cannot be reached."""
+        self._check_open()
         try:
-            return await self._transport.server_live(self._headers(headers), timeout)
+            return await self._transport.server_live(self._settings.headers, self._settings.timeout)
         except TransientError:
             return False
 
-    async def ready(self, *, headers: Headers | None = None, timeout: float | None = None) -> bool:
+    async def ready(self) -> bool:
         """Whether the server and both ensembles (`beit`, `beit_embedding`) accept requests."""
-        merged = self._headers(headers)
+        self._check_open()
+        headers, timeout = self._settings.headers, self._settings.timeout
         try:
-            if not await self._transport.server_ready(merged, timeout):
+            if not await self._transport.server_ready(headers, timeout):
                 return False
             for model in (CLASSIFY_MODEL, EMBED_MODEL):
-                if not await self._transport.model_ready(model, merged, timeout):
+                if not await self._transport.model_ready(model, headers, timeout):
                     return False
             return True
         except TransientError:
             return False
 
-    async def model_info(
-        self, *, refresh: bool = False, headers: Headers | None = None, timeout: float | None = None
-    ) -> ModelInfo:
+    async def model_info(self, *, refresh: bool = False) -> ModelInfo:
         """What the server's checkpoint is; fetched once, then cached until `refresh=True`."""
-        if self._model_info is None or refresh:
-            config = await self._model_config(
-                CLASSIFY_MODEL, self._headers(headers), timeout, refresh=refresh
-            )
-            self._model_info = parse_model_info(config)
-        return self._model_info
+        self._check_open()
+        if self._state.model_info is None or refresh:
+            config = await self._model_config(CLASSIFY_MODEL, refresh=refresh)
+            self._state.model_info = parse_model_info(config)
+        return self._state.model_info
 
     @overload
     async def classify(
-        self,
-        images: ImagesInput,
-        top_k: int = DEFAULT_TOP_K,
-        *,
-        return_exceptions: Literal[False] = False,
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, top_k: int = DEFAULT_TOP_K, *, return_exceptions: Literal[False] = False
     ) -> list[list[Prediction]]: ...
 
     @overload
     async def classify(
-        self,
-        images: ImagesInput,
-        top_k: int = DEFAULT_TOP_K,
-        *,
-        return_exceptions: Literal[True],
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, top_k: int = DEFAULT_TOP_K, *, return_exceptions: Literal[True]
     ) -> list[list[Prediction] | BeitClientError]: ...
 
     async def classify(
-        self,
-        images: ImagesInput,
-        top_k: int = DEFAULT_TOP_K,
-        *,
-        return_exceptions: bool = False,
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, top_k: int = DEFAULT_TOP_K, *, return_exceptions: bool = False
     ) -> list[list[Prediction]] | list[list[Prediction] | BeitClientError]:
         """The `top_k` most likely labels of each image, in input order, best first. Every image is
         attempted; then, unless `return_exceptions`, the first failure (in input order) is raised."""
-        options = self._call_options(
-            classify_task(top_k),
-            preprocess=preprocess,
-            encoding=encoding,
-            jpeg_quality=jpeg_quality,
-            headers=headers,
-            timeout=timeout,
-        )
-        outcomes = await self._run(as_image_list(images), options)
+        self._check_open()
+        outcomes = await self._run(as_image_list(images), Call(classify_task(top_k), self._settings))
         if return_exceptions:
             return outcomes
         _raise_first_error(outcomes)
         return cast(list[list[Prediction]], outcomes)
 
     @overload
-    async def embed(
-        self,
-        images: ImagesInput,
-        *,
-        return_exceptions: Literal[False] = False,
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
-    ) -> Embedding: ...
+    async def embed(self, images: ImagesInput, *, return_exceptions: Literal[False] = False) -> Embedding: ...
 
     @overload
     async def embed(
-        self,
-        images: ImagesInput,
-        *,
-        return_exceptions: Literal[True],
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, *, return_exceptions: Literal[True]
     ) -> list[Embedding | BeitClientError]: ...
 
     async def embed(
-        self,
-        images: ImagesInput,
-        *,
-        return_exceptions: bool = False,
-        preprocess: PreprocessMode | None = None,
-        encoding: ImageEncoding | None = None,
-        jpeg_quality: int | None = None,
-        headers: Headers | None = None,
-        timeout: float | None = None,
+        self, images: ImagesInput, *, return_exceptions: bool = False
     ) -> Embedding | list[Embedding | BeitClientError]:
         """The pooled embedding of each image as a float32 array [n, embedding_size], in input order; with
         `return_exceptions`, a list holding each image's vector or its error."""
-        options = self._call_options(
-            EMBED_TASK,
-            preprocess=preprocess,
-            encoding=encoding,
-            jpeg_quality=jpeg_quality,
-            headers=headers,
-            timeout=timeout,
-        )
-        outcomes = await self._run(as_image_list(images), options)
+        self._check_open()
+        outcomes = await self._run(as_image_list(images), Call(EMBED_TASK, self._settings))
         if return_exceptions:
             return outcomes
         _raise_first_error(outcomes)
         return _stack_embeddings(cast(list[Embedding], outcomes))
 
-    async def _model_config(
-        self, model: str, headers: Mapping[str, str], timeout: float | None, *, refresh: bool = False
-    ) -> ModelConfig:
-        if refresh or model not in self._configs:
-            self._configs[model] = await self._with_retries(
-                lambda: self._transport.model_config(model, headers, timeout), model, headers
+    async def _model_config(self, model: str, *, refresh: bool = False) -> ModelConfig:
+        configs = self._state.configs
+        if refresh or model not in configs:
+            headers, timeout = self._settings.headers, self._settings.timeout
+            configs[model] = await self._with_retries(
+                lambda: self._transport.model_config(model, headers, timeout), model
             )
-        return self._configs[model]
+        return configs[model]
 
-    async def _with_retries(
-        self, send: Callable[[], Awaitable[T]], model: str, headers: Mapping[str, str]
-    ) -> T:
+    async def _with_retries(self, send: Callable[[], Awaitable[T]], model: str) -> T:
         retries = 0
         while True:
             try:
                 return await send()
             except BeitClientError as e:
-                if should_retry(e, retries, self.retry):
-                    await asyncio.sleep(retry_delay(retries, self.retry))
+                delay = self._retry_delay(e, retries, model)
+                if delay is not None:
+                    await asyncio.sleep(delay)
                     retries += 1
                     continue
-                if isinstance(e, ServerUnavailableError) and await self._model_unready(model, headers):
-                    raise ModelNotReadyError(f"model {model!r} is loaded but not ready: {e}") from e
+                if isinstance(e, ServerUnavailableError) and await self._model_unready(model):
+                    raise model_not_ready(e, model) from e
                 raise
 
-    async def _model_unready(self, model: str, headers: Mapping[str, str]) -> bool:
+    async def _model_unready(self, model: str) -> bool:
         """After the last retry: a live server with the model unready tells "not ready" from "down"."""
+        headers, timeout = self._settings.headers, self._settings.timeout
         try:
-            return await self._transport.server_live(headers, None) and not await self._transport.model_ready(
-                model, headers, None
-            )
+            return await self._transport.server_live(
+                headers, timeout
+            ) and not await self._transport.model_ready(model, headers, timeout)
         except BeitClientError:
             return False
 
-    async def _run(self, images: Sequence[ImageInput], options: CallOptions[ResultT]) -> list[Any]:
+    async def _run(self, images: Sequence[ImageInput], call: Call[ResultT]) -> list[Any]:
         if not images:
             return []
-        await self._model_config(options.model, options.headers, options.timeout)
-        if options.preprocess == "client":
-            await self.model_info(headers=options.headers, timeout=options.timeout)
-        chunks = plan_chunks(len(images), self._max_batch_size(options.model))
+        await self._model_config(call.model)
+        if call.settings.preprocess == "client":
+            await self.model_info()
+        chunks = plan_chunks(len(images), self._max_batch_size(call.model))
         in_flight = asyncio.Semaphore(self.max_concurrency)
 
         async def run_chunk(chunk: range) -> Outcomes:
             async with in_flight:
-                return await self._run_chunk(images, chunk, options)
+                return await self._run_chunk(images, chunk, call)
 
         parts = await asyncio.gather(*(run_chunk(chunk) for chunk in chunks))
         return gather_outcomes(len(images), parts)
 
-    async def _run_chunk(
-        self, images: Sequence[ImageInput], chunk: range, options: CallOptions[Any]
-    ) -> Outcomes:
-        prepared = await asyncio.to_thread(self._prepare_chunk, images, chunk, options)
+    async def _run_chunk(self, images: Sequence[ImageInput], chunk: range, call: Call[Any]) -> Outcomes:
+        prepared = await asyncio.to_thread(self._prepare_chunk, images, chunk, call)
         outcomes: Outcomes = dict(prepared.failures)
         for batch in prepared.batches():
-            outcomes.update(await self._infer_isolating(images, prepared, batch, options))
+            outcomes.update(await self._infer_isolating(images, prepared, batch, call))
         return outcomes
 
     async def _infer_isolating(
-        self,
-        images: Sequence[ImageInput],
-        prepared: PreparedChunk,
-        indices: list[int],
-        options: CallOptions[Any],
+        self, images: Sequence[ImageInput], prepared: PreparedChunk, indices: list[int], call: Call[Any]
     ) -> Outcomes:
+        request = prepared.request(indices, call)
         try:
-            outputs = await self._with_retries(
-                lambda: self._transport.infer(prepared.request(indices, options)),
-                options.model,
-                options.headers,
-            )
-            return _pair_results(indices, options.task.decode(outputs))
+            outputs = await self._with_retries(lambda: self._transport.infer(request), call.model)
+            return read_results(call, request, indices, outputs)
         except InvalidRequestError as e:
             if len(indices) == 1:
                 return {indices[0]: image_error(e, indices[0], images[indices[0]])}
             # Triton fails a whole batch for one bad image: resend one by one to name it and answer the rest.
             outcomes: Outcomes = {}
             for index in indices:
-                outcomes.update(await self._infer_isolating(images, prepared, [index], options))
+                outcomes.update(await self._infer_isolating(images, prepared, [index], call))
             return outcomes
         except BeitClientError as e:
             return dict.fromkeys(indices, e)
-
-
-def _pair_results(indices: list[int], results: list[Any]) -> Outcomes:
-    if len(results) != len(indices):
-        raise ServerError(f"the server answered {len(results)} results for {len(indices)} images")
-    return dict(zip(indices, results, strict=True))
 
 
 def _raise_first_error(outcomes: Sequence[object]) -> None:

@@ -1,15 +1,16 @@
-"""Client settings: the server URL (parsed once), retry policy and TLS options."""
+"""Client settings: the server URL (parsed once), retry policy, TLS options and the options of a request."""
 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from ._constants import DEFAULT_MAX_RETRIES, INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
-from ._types import Protocol
+from ._types import Headers, ImageEncoding, PreprocessMode, Protocol
 
-__all__ = ["RetryPolicy", "ServerURL", "TLSConfig"]
+__all__ = ["RequestOptionFields", "RequestOptions", "RetryPolicy", "ServerURL", "TLSConfig"]
 
 _SCHEMES: dict[str, tuple[Protocol, bool]] = {
     "http": ("http", False),
@@ -83,3 +84,62 @@ class TLSConfig:
         if self.certificate_chain is not None:
             context.load_cert_chain(self.certificate_chain, self.private_key)
         return context
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """How requests are sent. Every field is optional: None inherits, from the client a copy was made from
+    (`client.with_options(...)`) and in the end from the defaults in `_constants`.
+
+    `max_retries`, when set, replaces the count of `retry` (whose delays still apply)."""
+
+    timeout: float | None = None
+    """Seconds for one request, connecting included."""
+    headers: Headers | None = None
+    """HTTP headers or gRPC metadata; merged key by key over the inherited ones."""
+    max_retries: int | None = None
+    retry: RetryPolicy | None = None
+    preprocess: PreprocessMode | None = None
+    """"server": send encoded images to the ensemble; "client": compute the pixels here, send them to the
+    network."""
+    encoding: ImageEncoding | None = None
+    """How in-memory images (PIL, numpy) are encoded: "png" (lossless) or "jpeg"."""
+    jpeg_quality: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
+        if self.max_retries is not None and self.max_retries < 0:
+            raise ValueError(f"max_retries must be at least 0, got {self.max_retries}")
+        if self.preprocess not in (None, "server", "client"):
+            raise ValueError(f"preprocess must be 'server' or 'client', not {self.preprocess!r}")
+        if self.encoding not in (None, "png", "jpeg"):
+            raise ValueError(f"encoding must be 'png' or 'jpeg', not {self.encoding!r}")
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be within 1..100, not {self.jpeg_quality}")
+        if self.headers is not None:
+            # A copy of its own: the caller's dict may change after this.
+            object.__setattr__(self, "headers", dict(self.headers))
+
+    def merge(self, override: RequestOptions) -> RequestOptions:
+        """These options with `override`'s set fields on top; headers merged key by key."""
+        changes: dict[str, Any] = {}
+        for option in fields(override):
+            value = getattr(override, option.name)
+            if value is not None:
+                changes[option.name] = value
+        if self.headers is not None and override.headers is not None:
+            changes["headers"] = {**self.headers, **override.headers}
+        return replace(self, **changes)
+
+
+class RequestOptionFields(TypedDict, total=False):
+    """`RequestOptions`' fields as keyword arguments (of the clients' constructors and `with_options`)."""
+
+    timeout: float | None
+    headers: Headers | None
+    max_retries: int | None
+    retry: RetryPolicy | None
+    preprocess: PreprocessMode | None
+    encoding: ImageEncoding | None
+    jpeg_quality: int | None

@@ -11,6 +11,8 @@ DEFAULT_MAX_CONCURRENCY = 4
 """Requests in flight at once per classify/embed call; the server batches across them."""
 DEFAULT_MAX_BATCH_SIZE = 8
 """Images per request when the model config declares no batching limit (max_batch_size 0)."""
+DEFAULT_PREPROCESS: Literal["server"] = "server"
+"""Send encoded images to the server's ensemble, which computes the pixels."""
 
 DEFAULT_MAX_RETRIES = 2
 INITIAL_RETRY_DELAY = 0.5
@@ -22,6 +24,10 @@ apart."""
 DEFAULT_IMAGE_ENCODING: Literal["png"] = "png"
 """Lossless, so client-encoded arrays reach the model exactly as given."""
 DEFAULT_JPEG_QUALITY = 95
+
+MAX_HTTP_CLIENTS_PER_THREAD = 4
+"""tritonclient's HTTP client takes its timeout when it is made and is not thread safe, so each thread keeps
+one per timeout it used lately; beyond this many, the least recently used is closed."""
 
 URL_FETCH_TIMEOUT = 30.0
 MAX_URL_IMAGE_BYTES = 32 * 1024 * 1024

@@ -1,6 +1,7 @@
 """Errors raised by the SDK, all rooted at `BeitClientError`:
 
-    BeitClientError
+    BeitClientError                  .status_code, .model, .request_id: each None when unknown
+    ├── ClientClosedError            a call on a closed client (or on a `with_options` copy of one)
     ├── TransientError               worth retrying; retried with backoff before it reaches the caller
     │   ├── ServerUnavailableError   no answer (refused, reset) or HTTP 503 / gRPC UNAVAILABLE
     │   └── RequestTimeoutError      connect or read timed out, gRPC DEADLINE_EXCEEDED
@@ -11,6 +12,16 @@
         ├── ModelNotReadyError       the server is live but the model stayed unready through every retry
         └── ServerError              HTTP 500 / gRPC INTERNAL, and anything not classified above
 
+What a caller may branch on or log is an attribute of every error:
+
+- `status_code`: the server's answer, as the protocol states it: the HTTP status as an int (`400`), or the
+  gRPC status name as a str (`"INVALID_ARGUMENT"`). None when no answer came (refused, timed out) or the
+  error arose in this process (an unreadable file, a closed client).
+- `model`: the Triton model the request was for (`"beit"`, `"beit_embedding"`, `"beit_model"`).
+- `request_id`: the id the SDK sent with the infer request (Triton echoes it as the answer's `id`), one per
+  request and kept across its retries. None for other calls (health, model config) and for images refused
+  before any request was sent.
+
 Errors from `tritonclient` and the libraries under it become these in one place,
 `beit_client._transports._errors.translate_transport_errors`, which keeps the original as `__cause__`.
 """
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "BeitClientError",
+    "ClientClosedError",
     "InvalidImageError",
     "InvalidRequestError",
     "ModelNotFoundError",
@@ -33,6 +45,23 @@ __all__ = [
 
 class BeitClientError(Exception):
     """Root of every error the SDK raises."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status_code: int | str | None = None,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.model = model
+        self.request_id = request_id
+
+
+class ClientClosedError(BeitClientError):
+    pass
 
 
 class TransientError(BeitClientError):
@@ -59,15 +88,30 @@ class InvalidImageError(InvalidRequestError):
     """An image that could not be read, encoded or classified. `index` is its position in the caller's input
     (0 for a single image) and `source` describes it (a path, a URL, or its type)."""
 
-    def __init__(self, message: str, *, index: int, source: str) -> None:
-        super().__init__(f"image {index} ({source}): {message}")
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int,
+        source: str,
+        status_code: int | str | None = None,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            f"image {index} ({source}): {message}",
+            status_code=status_code,
+            model=model,
+            request_id=request_id,
+        )
         self.index = index
         self.source = source
         self.reason = message
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only arguments do not survive pickling (process pools) without this.
-        return (_rebuild_invalid_image_error, (self.reason, self.index, self.source))
+        # Required keyword-only arguments do not survive pickling (process pools) without this; the other
+        # attributes come back with the instance's dict.
+        return (_rebuild_invalid_image_error, (self.reason, self.index, self.source), self.__dict__)
 
 
 def _rebuild_invalid_image_error(message: str, index: int, source: str) -> InvalidImageError:

@@ -30,17 +30,13 @@ _URL_PREFIXES = ("http://", "https://")
 
 @dataclass(frozen=True)
 class ImageOptions:
+    """How images are read and encoded; `RequestOptions` checks the values a caller gives."""
+
     encoding: ImageEncoding = DEFAULT_IMAGE_ENCODING
     """How in-memory images (PIL, numpy) are encoded; files, bytes and URLs are sent as they are."""
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     url_timeout: float = URL_FETCH_TIMEOUT
     max_url_bytes: int = MAX_URL_IMAGE_BYTES
-
-    def __post_init__(self) -> None:
-        if self.encoding not in ("png", "jpeg"):
-            raise ValueError(f"encoding must be 'png' or 'jpeg', not {self.encoding!r}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be within 1..100, not {self.jpeg_quality}")
 
 
 def _is_single_image(images: object) -> bool:

@@ -3,7 +3,8 @@ grpc) become `BeitClientError`s. Decisions rest on status codes and exception ty
 
 Triton answers HTTP with 400 for INVALID_ARG (and UNKNOWN, ALREADY_EXISTS, CANCELLED), 404 NOT_FOUND,
 500 INTERNAL, 501 UNSUPPORTED, 503 UNAVAILABLE (server `src/http_server.cc::HttpCodeFromError`); gRPC
-carries the matching `grpc.StatusCode`, which tritonclient reports as the string "StatusCode.NAME"."""
+carries the matching `grpc.StatusCode`, which tritonclient reports as the string "StatusCode.NAME". Errors
+report the first as an int (400) and the second by its name ("INVALID_ARGUMENT")."""
 
 from __future__ import annotations
 
@@ -25,38 +26,39 @@ from .._exceptions import (
     ServerUnavailableError,
 )
 
-__all__ = ["error_for_status", "translate_transport_errors"]
+__all__ = ["error_for_status", "status_code", "translate_transport_errors"]
 
-_ERRORS_BY_STATUS: dict[str, type[BeitClientError]] = {
-    "400": InvalidRequestError,
-    "401": InvalidRequestError,
-    "403": InvalidRequestError,
-    "404": ModelNotFoundError,
-    "408": RequestTimeoutError,
-    "413": InvalidRequestError,
-    "429": ServerUnavailableError,
-    "500": ServerError,
-    "501": InvalidRequestError,
-    "502": ServerUnavailableError,
-    "503": ServerUnavailableError,
-    "504": RequestTimeoutError,
-    "StatusCode.INVALID_ARGUMENT": InvalidRequestError,
-    "StatusCode.ALREADY_EXISTS": InvalidRequestError,
-    "StatusCode.FAILED_PRECONDITION": InvalidRequestError,
-    "StatusCode.OUT_OF_RANGE": InvalidRequestError,
-    "StatusCode.UNIMPLEMENTED": InvalidRequestError,
-    "StatusCode.UNAUTHENTICATED": InvalidRequestError,
-    "StatusCode.PERMISSION_DENIED": InvalidRequestError,
+_ERRORS_BY_STATUS: dict[int | str, type[BeitClientError]] = {
+    400: InvalidRequestError,
+    401: InvalidRequestError,
+    403: InvalidRequestError,
+    404: ModelNotFoundError,
+    408: RequestTimeoutError,
+    413: InvalidRequestError,
+    429: ServerUnavailableError,
+    500: ServerError,
+    501: InvalidRequestError,
+    502: ServerUnavailableError,
+    503: ServerUnavailableError,
+    504: RequestTimeoutError,
+    "INVALID_ARGUMENT": InvalidRequestError,
+    "ALREADY_EXISTS": InvalidRequestError,
+    "FAILED_PRECONDITION": InvalidRequestError,
+    "OUT_OF_RANGE": InvalidRequestError,
+    "UNIMPLEMENTED": InvalidRequestError,
+    "UNAUTHENTICATED": InvalidRequestError,
+    "PERMISSION_DENIED": InvalidRequestError,
     # gRPC says RESOURCE_EXHAUSTED for a message over the size limit: resending cannot help.
-    "StatusCode.RESOURCE_EXHAUSTED": InvalidRequestError,
-    "StatusCode.NOT_FOUND": ModelNotFoundError,
-    "StatusCode.UNAVAILABLE": ServerUnavailableError,
-    "StatusCode.DEADLINE_EXCEEDED": RequestTimeoutError,
-    "StatusCode.INTERNAL": ServerError,
-    "StatusCode.UNKNOWN": ServerError,
-    "StatusCode.DATA_LOSS": ServerError,
-    "StatusCode.CANCELLED": ServerError,
+    "RESOURCE_EXHAUSTED": InvalidRequestError,
+    "NOT_FOUND": ModelNotFoundError,
+    "UNAVAILABLE": ServerUnavailableError,
+    "DEADLINE_EXCEEDED": RequestTimeoutError,
+    "INTERNAL": ServerError,
+    "UNKNOWN": ServerError,
+    "DATA_LOSS": ServerError,
+    "CANCELLED": ServerError,
 }
+_GRPC_STATUS_PREFIX = "StatusCode."
 
 _TIMEOUT_TYPES: tuple[type[BaseException], ...] = (
     TimeoutError,
@@ -73,25 +75,38 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
 )
 
 
-def error_for_status(status: str | None) -> type[BeitClientError]:
-    """The SDK error for a tritonclient status: HTTP ("400") or gRPC ("StatusCode.NOT_FOUND")."""
+def status_code(status: str | None) -> int | str | None:
+    """A tritonclient status as errors report it: HTTP "400" becomes 400, gRPC "StatusCode.NOT_FOUND" becomes
+    "NOT_FOUND"."""
     if status is None:
+        return None
+    if status.isdigit():
+        return int(status)
+    return status.removeprefix(_GRPC_STATUS_PREFIX)
+
+
+def error_for_status(code: int | str | None) -> type[BeitClientError]:
+    """The SDK error for a status code as `status_code` gives it; ServerError for any other."""
+    if code is None:
         return ServerError
-    return _ERRORS_BY_STATUS.get(status, ServerError)
+    return _ERRORS_BY_STATUS.get(code, ServerError)
 
 
 @contextmanager
-def translate_transport_errors() -> Iterator[None]:
-    """Wraps every transport call, sync or async (the body may await)."""
+def translate_transport_errors(model: str | None = None, request_id: str | None = None) -> Iterator[None]:
+    """Wraps every transport call, sync or async (the body may await). The errors raised carry `model` and
+    `request_id`, the facts of the request the transport was sending."""
     try:
         yield
     except BeitClientError:
         raise
     except InferenceServerException as e:
-        status = e.status()
-        error = error_for_status(status)
-        raise error(f"{e.message()} (status {status})") from e
+        code = status_code(e.status())
+        error = error_for_status(code)
+        raise error(
+            f"{e.message()} (status {code})", status_code=code, model=model, request_id=request_id
+        ) from e
     except _TIMEOUT_TYPES as e:
-        raise RequestTimeoutError(f"request timed out: {e!r}") from e
+        raise RequestTimeoutError(f"request timed out: {e!r}", model=model, request_id=request_id) from e
     except _UNAVAILABLE_TYPES as e:
-        raise ServerUnavailableError(f"server unreachable: {e!r}") from e
+        raise ServerUnavailableError(f"server unreachable: {e!r}", model=model, request_id=request_id) from e

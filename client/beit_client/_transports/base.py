@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from uuid import uuid4
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,10 @@ class RequestedOutput:
     """Non-zero asks Triton's classification extension for the top `class_count` as "score:index:label"."""
 
 
+def new_request_id() -> str:
+    return uuid4().hex
+
+
 @dataclass(frozen=True)
 class InferRequest:
     model: str
@@ -37,6 +42,8 @@ class InferRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float | None = None
     """Seconds; None means the transport's default."""
+    request_id: str = field(default_factory=new_request_id)
+    """Sent as the request's `id`, which Triton echoes in its answer; the errors of the request carry it."""
 
     @property
     def batch_size(self) -> int:

@@ -61,11 +61,12 @@ class GRPCTransport(Transport):
         return self._timeout if timeout is None else timeout
 
     def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
-        with translate_transport_errors():
+        with translate_transport_errors(request.model, request.request_id):
             result = self._client.infer(
                 request.model,
                 _build_inputs(request),
                 outputs=_build_outputs(request),
+                request_id=request.request_id,
                 headers=_metadata(request.headers),
                 client_timeout=self._seconds(request.timeout),
             )
@@ -86,14 +87,14 @@ class GRPCTransport(Transport):
             return bool(ready)
 
     def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             ready = self._client.is_model_ready(
                 model, headers=_metadata(headers), client_timeout=self._seconds(timeout)
             )
             return bool(ready)
 
     def model_config(self, model: str, headers: Mapping[str, str], timeout: float | None) -> ModelConfig:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             response = self._client.get_model_config(
                 model, headers=_metadata(headers), as_json=True, client_timeout=self._seconds(timeout)
             )
@@ -113,11 +114,12 @@ class AsyncGRPCTransport(AsyncTransport):
         return self._timeout if timeout is None else timeout
 
     async def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
-        with translate_transport_errors():
+        with translate_transport_errors(request.model, request.request_id):
             result = await self._client.infer(
                 request.model,
                 _build_inputs(request),
                 outputs=_build_outputs(request),
+                request_id=request.request_id,
                 headers=_metadata(request.headers),
                 client_timeout=self._seconds(request.timeout),
             )
@@ -138,7 +140,7 @@ class AsyncGRPCTransport(AsyncTransport):
             return bool(ready)
 
     async def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             ready = await self._client.is_model_ready(
                 model, headers=_metadata(headers), client_timeout=self._seconds(timeout)
             )
@@ -147,7 +149,7 @@ class AsyncGRPCTransport(AsyncTransport):
     async def model_config(
         self, model: str, headers: Mapping[str, str], timeout: float | None
     ) -> ModelConfig:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             response = await self._client.get_model_config(
                 model, headers=_metadata(headers), as_json=True, client_timeout=self._seconds(timeout)
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +15,8 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 
 from .._config import ServerURL, TLSConfig
+from .._constants import MAX_HTTP_CLIENTS_PER_THREAD
+from .._exceptions import ClientClosedError
 from ._errors import translate_transport_errors
 from .base import AsyncTransport, InferRequest, ModelConfig, Transport, triton_datatype
 
@@ -39,42 +43,75 @@ def _read_outputs(request: InferRequest, result: Any) -> dict[str, npt.NDArray[A
     return {output.name: result.as_numpy(output.name) for output in request.outputs}
 
 
+class _ThreadClients:
+    """One thread's tritonclient HTTP clients by timeout, the least recently used first. It lives in the
+    thread's local storage, so it goes away with the thread, which closes its clients (`_close_all`)."""
+
+    def __init__(self) -> None:
+        self.clients: OrderedDict[float, httpclient.InferenceServerClient] = OrderedDict()
+
+
+def _close_all(clients: OrderedDict[float, httpclient.InferenceServerClient]) -> None:
+    while clients:
+        _, client = clients.popitem(last=False)
+        client.close()
+
+
 class HTTPTransport(Transport):
-    """tritonclient's HTTP client is not thread safe and takes its timeout per client, so each thread gets
-    its own client per distinct timeout."""
+    """tritonclient's HTTP client is not thread safe and takes its timeout when it is made, so each thread
+    gets its own client per timeout: at most MAX_HTTP_CLIENTS_PER_THREAD of them, the least recently used
+    closed beyond that, and all of a thread's closed when the thread ends."""
 
     def __init__(self, url: ServerURL, *, timeout: float, tls: TLSConfig | None) -> None:
         self._url = url
         self._timeout = timeout
         self._tls = tls
         self._local = threading.local()
-        self._all_clients: list[httpclient.InferenceServerClient] = []
         self._lock = threading.Lock()
+        self._closers: list[weakref.finalize[[OrderedDict[float, Any]], _ThreadClients]] = []
+        self._closed = False
+
+    def _thread_clients(self) -> OrderedDict[float, httpclient.InferenceServerClient]:
+        holder: _ThreadClients | None = getattr(self._local, "holder", None)
+        if holder is None:
+            holder = self._local.holder = _ThreadClients()
+            closer = weakref.finalize(holder, _close_all, holder.clients)
+            closer.atexit = False
+            with self._lock:
+                self._closers = [c for c in self._closers if c.alive]
+                self._closers.append(closer)
+        return holder.clients
 
     def _client(self, timeout: float | None) -> httpclient.InferenceServerClient:
+        if self._closed:
+            raise ClientClosedError("the HTTP transport is closed")
         seconds = self._timeout if timeout is None else timeout
-        clients: dict[float, httpclient.InferenceServerClient] = self._local.__dict__.setdefault(
-            "clients", {}
+        clients = self._thread_clients()
+        client = clients.pop(seconds, None)
+        if client is None:
+            client = self._new_client(seconds)
+        clients[seconds] = client
+        while len(clients) > MAX_HTTP_CLIENTS_PER_THREAD:
+            _, evicted = clients.popitem(last=False)
+            evicted.close()
+        return client
+
+    def _new_client(self, seconds: float) -> httpclient.InferenceServerClient:
+        tls_options: dict[str, Any] = {}
+        if self._url.tls:
+            context = (self._tls or TLSConfig()).build_ssl_context()
+            tls_options = {"ssl": True, "ssl_context_factory": lambda: context}
+        return httpclient.InferenceServerClient(
+            self._url.authority, connection_timeout=seconds, network_timeout=seconds, **tls_options
         )
-        if seconds not in clients:
-            tls_options: dict[str, Any] = {}
-            if self._url.tls:
-                context = (self._tls or TLSConfig()).build_ssl_context()
-                tls_options = {"ssl": True, "ssl_context_factory": lambda: context}
-            client = httpclient.InferenceServerClient(
-                self._url.authority, connection_timeout=seconds, network_timeout=seconds, **tls_options
-            )
-            clients[seconds] = client
-            with self._lock:
-                self._all_clients.append(client)
-        return clients[seconds]
 
     def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
-        with translate_transport_errors():
+        with translate_transport_errors(request.model, request.request_id):
             result = self._client(request.timeout).infer(
                 request.model,
                 _build_inputs(request),
                 outputs=_build_outputs(request),
+                request_id=request.request_id,
                 headers=dict(request.headers),
             )
             return _read_outputs(request, result)
@@ -88,19 +125,20 @@ class HTTPTransport(Transport):
             return bool(self._client(timeout).is_server_ready(headers=dict(headers)))
 
     def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             return bool(self._client(timeout).is_model_ready(model, headers=dict(headers)))
 
     def model_config(self, model: str, headers: Mapping[str, str], timeout: float | None) -> ModelConfig:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             config: ModelConfig = self._client(timeout).get_model_config(model, headers=dict(headers))
             return config
 
     def close(self) -> None:
         with self._lock:
-            clients, self._all_clients = self._all_clients, []
-        for client in clients:
-            client.close()
+            self._closed = True
+            closers, self._closers = self._closers, []
+        for closer in closers:
+            closer()
 
 
 _LARGEST_RAW_BODY = 2**20
@@ -135,12 +173,13 @@ class AsyncHTTPTransport(AsyncTransport):
         return self._timeout if timeout is None else timeout
 
     async def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
-        with translate_transport_errors():
+        with translate_transport_errors(request.model, request.request_id):
             result = await asyncio.wait_for(
                 self._client.infer(
                     request.model,
                     _build_inputs(request),
                     outputs=_build_outputs(request),
+                    request_id=request.request_id,
                     headers=dict(request.headers),
                 ),
                 self._seconds(request.timeout),
@@ -162,7 +201,7 @@ class AsyncHTTPTransport(AsyncTransport):
             return bool(ready)
 
     async def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             ready = await asyncio.wait_for(
                 self._client.is_model_ready(model, headers=dict(headers)), self._seconds(timeout)
             )
@@ -171,7 +210,7 @@ class AsyncHTTPTransport(AsyncTransport):
     async def model_config(
         self, model: str, headers: Mapping[str, str], timeout: float | None
     ) -> ModelConfig:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             config: ModelConfig = await asyncio.wait_for(
                 self._client.get_model_config(model, headers=dict(headers)), self._seconds(timeout)
             )

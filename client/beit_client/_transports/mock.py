@@ -59,7 +59,7 @@ class MockTransport(Transport):
 
     def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
         self.state.requests.append(request)
-        with translate_transport_errors():
+        with translate_transport_errors(request.model, request.request_id):
             outputs = self.state.handler(request)
             assert not inspect.isawaitable(outputs), "MockTransport needs a synchronous handler"
             return dict(outputs)
@@ -74,7 +74,7 @@ class MockTransport(Transport):
         return model in self.state.ready_models
 
     def model_config(self, model: str, headers: Mapping[str, str], timeout: float | None) -> ModelConfig:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             return self.state.config(model)
 
 
@@ -97,7 +97,7 @@ class AsyncMockTransport(AsyncTransport):
 
     async def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
         self.state.requests.append(request)
-        with translate_transport_errors():
+        with translate_transport_errors(request.model, request.request_id):
             outputs = self.state.handler(request)
             if inspect.isawaitable(outputs):
                 outputs = await outputs
@@ -115,5 +115,5 @@ class AsyncMockTransport(AsyncTransport):
     async def model_config(
         self, model: str, headers: Mapping[str, str], timeout: float | None
     ) -> ModelConfig:
-        with translate_transport_errors():
+        with translate_transport_errors(model):
             return self.state.config(model)
