@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,14 @@ def encode(image: Image.Image, format: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=format, **options)
     return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height over a few bytes of data: refused from the header alone by
+    a pixel limit, or found truncated once decoded."""
+    header = encode(Image.new("1", (1, 1)), "PNG")
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + header[24:29]
+    return header[:16] + ihdr + zlib.crc32(b"IHDR" + ihdr).to_bytes(4, "big") + header[33:]
 
 
 def with_orientation(image: Image.Image, orientation: int) -> bytes:

@@ -38,9 +38,9 @@ from beit_client import (
 from beit_client._transports import create_transport
 from beit_client._transports.base import ModelConfig
 from beit_client.cli import classify_to_file, collect_sources, main
-from beit_preprocessing import PreprocessingConfig
+from beit_preprocessing import DEFAULT_MAX_PIXELS, PreprocessingConfig
 from tests.conftest import free_port
-from tests.images import encode, photo, varied_images
+from tests.images import encode, photo, png_declaring, varied_images
 
 pytestmark = pytest.mark.server
 
@@ -250,6 +250,23 @@ def test_client_side_preprocessing_answers_what_the_ensemble_answers(triton_serv
         assert_same_predictions(
             server_side.with_options(preprocess="client").classify(images[:3], 5), ensemble[:3], atol=1e-5
         )
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_server_and_client_side_preprocessing_refuse_the_same_images_by_pixel_count(
+    triton_server, protocol
+):
+    over_limit = png_declaring(DEFAULT_MAX_PIXELS + 1, 1)
+    at_limit = png_declaring(DEFAULT_MAX_PIXELS, 1)
+    url = server_url(triton_server, protocol)
+    with BeitClient(url, retry=FAST_RETRY) as client:
+        for preprocess in ("server", "client"):
+            over, at = client.with_options(preprocess=preprocess).classify(
+                [over_limit, at_limit], return_exceptions=True
+            )
+            assert isinstance(over, InvalidImageError) and f"{DEFAULT_MAX_PIXELS} allowed" in str(over)
+            # Within the limit the image is decoded (and found truncated): the limit itself let it through.
+            assert isinstance(at, InvalidImageError) and "truncated" in str(at), preprocess
 
 
 # ---------------------------------------------------------------- 4. an invalid image fails alone

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -33,6 +32,7 @@ from beit_preprocessing import (
     preprocess_image,
     preprocess_requests,
 )
+from tests.images import png_declaring
 
 MAX_PIXELS = DEFAULT_MAX_PIXELS
 IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
@@ -231,10 +231,8 @@ def test_bad_input_raises_invalid_image_error(data: bytes, error: type[InvalidIm
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
-    # A 100000x100000 PNG header over a few bytes of data: decoding would need 10 GB.
-    header = encode(Image.new("1", (1, 1)), "PNG")
-    ihdr = (100_000).to_bytes(4, "big") * 2 + header[24:29]
-    bomb = header[:16] + ihdr + zlib.crc32(b"IHDR" + ihdr).to_bytes(4, "big") + header[33:]
+    # Decoding 100000x100000 pixels would need 10 GB.
+    bomb = png_declaring(100_000, 100_000)
     with pytest.raises(TooManyPixelsError, match="pixels"):
         decode_image(bomb, max_pixels=MAX_PIXELS)
 

@@ -31,7 +31,6 @@ from ._constants import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_PREPROCESS,
     DEFAULT_TIMEOUT,
-    MAX_DECODED_PIXELS,
 )
 from ._exceptions import (
     BeitClientError,
@@ -333,7 +332,6 @@ class BaseClient:
                         index,
                         call.settings.images,
                         model_info.preprocessing,
-                        MAX_DECODED_PIXELS,
                     )
                 else:
                     prepared.payloads[index] = encode_image(images[index], index, call.settings.images)

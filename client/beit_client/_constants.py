@@ -33,9 +33,6 @@ URL_FETCH_TIMEOUT = 30.0
 MAX_URL_IMAGE_BYTES = 32 * 1024 * 1024
 """An image URL answering more than this is refused instead of read into memory."""
 
-MAX_DECODED_PIXELS = 89_478_485
-"""Client-side preprocessing refuses larger images; Pillow's own decompression-bomb threshold."""
-
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )

@@ -143,17 +143,18 @@ def encode_image(image: ImageInput, index: int, options: ImageOptions) -> bytes:
 
 
 def preprocess_on_client(
-    image: ImageInput, index: int, options: ImageOptions, config: PreprocessingConfig, max_pixels: int
+    image: ImageInput, index: int, options: ImageOptions, config: PreprocessingConfig
 ) -> npt.NDArray[np.float32]:
     """The PIXEL_VALUES row for one image, computed as the server's preprocessor would: encoded sources
-    through the same decoder, in-memory images as the RGB image a lossless encoding would decode to."""
+    through the same decoder and the server's default pixel limit, in-memory images as the RGB image a
+    lossless encoding would decode to."""
+    from beit_preprocessing import DEFAULT_MAX_PIXELS, preprocess_bytes, preprocess_image
     from beit_preprocessing import InvalidImageError as UnprocessableImage
-    from beit_preprocessing import preprocess_bytes, preprocess_image
 
     try:
         source = _read_source(image, options)
         if isinstance(source, Image.Image):
             return preprocess_image(source, config)
-        return preprocess_bytes(source, config, max_pixels=max_pixels)
+        return preprocess_bytes(source, config, max_pixels=DEFAULT_MAX_PIXELS)
     except (OSError, ValueError, TypeError, urllib.error.URLError, UnprocessableImage) as e:
         raise _invalid(e, index, image) from e
