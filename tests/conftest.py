@@ -5,6 +5,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServeProcess:
+    process: subprocess.Popen[bytes]
+    http_url: str
+    grpc_url: str
+
+
+def start_beit_serve(*command: str | Path, cwd: Path | None = None) -> ServeProcess:
+    """`command` (beit-serve, or python -m beit_serve, with its own options) started on free ports and
+    waited for until ready; the caller stops it."""
+    http_port, grpc_port = free_port(), free_port()
+    ports = ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(free_port())]
+    process = subprocess.Popen([str(part) for part in [*command, *ports]], cwd=cwd)
+    served = ServeProcess(process, f"http://127.0.0.1:{http_port}", f"grpc://127.0.0.1:{grpc_port}")
+    try:
+        wait_ready(served.http_url, process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return served
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_ready
+from tests.conftest import start_beit_serve
 
 pytestmark = pytest.mark.server
 
@@ -34,24 +33,8 @@ def test_beit_serve_shuts_down_cleanly_on_a_signal_leaving_no_stub_processes(
 ):
     # A copy of its own, so the stubs of the session's shared server do not count.
     repository = shutil.copytree(tiny_repository, tmp_path / "repository")
-    http_port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "beit_serve",
-            "--repository",
-            str(repository),
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-        ],
-    )
+    process = start_beit_serve(sys.executable, "-m", "beit_serve", "--repository", repository).process
     try:
-        wait_ready(f"http://127.0.0.1:{http_port}", process)
         assert processes_mentioning(str(repository)), "no Python-backend stub is running"
         process.send_signal(stop_signal)
         assert process.wait(timeout=60) == 0

@@ -16,7 +16,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from beit_repository.names import CLASSIFY_MODEL, IMAGE, NETWORK_MODEL, PROBABILITIES
-from tests.conftest import free_port, wait_ready
+from tests.conftest import start_beit_serve
 from tests.images import encode, photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,22 +64,9 @@ def test_a_wheel_install_builds_and_serves_a_checkpoint(
     run(installed / "beit-build", "--model", tiny_checkpoint, cwd=tmp_path)
     repository = tmp_path / "output" / "model_repository"
     assert (repository / NETWORK_MODEL / "1" / "model.onnx").is_file()
-    http_port = free_port()
-    server = subprocess.Popen(
-        [
-            installed / "beit-serve",
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-        ],
-        cwd=tmp_path,
-    )
+    server = start_beit_serve(installed / "beit-serve", cwd=tmp_path)
     try:
-        wait_ready(f"http://127.0.0.1:{http_port}", server)
-        client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
+        client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
         images = np.array([[encode(photo(320, 240), "JPEG")]], dtype=np.object_)
         image_input = httpclient.InferInput(IMAGE, list(images.shape), "BYTES")
         image_input.set_data_from_numpy(images)
@@ -87,5 +74,5 @@ def test_a_wheel_install_builds_and_serves_a_checkpoint(
         (row,) = client.infer(CLASSIFY_MODEL, [image_input], outputs=[top3]).as_numpy(PROBABILITIES)
         assert [entry.decode().split(":", 2)[2].startswith("class ") for entry in row] == [True] * 3
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        server.process.terminate()
+        server.process.wait(timeout=60)
