@@ -1,11 +1,20 @@
-"""Image preprocessing for BEiT checkpoints, bit-faithful to transformers' `BeitImageProcessorPil`.
+"""Image preprocessing for BEiT checkpoints, bit-faithful to transformers' `BeitImageProcessorPil`, or to
+timm's eval transform for timm checkpoints (`PreprocessingConfig.pipeline`).
 
 Depends on numpy and Pillow only: the Triton Python-backend preprocessor and the client SDK's client-side
 preprocessing both import it, so the server and the client compute the same pixels.
 """
 
 from beit_preprocessing._batch import preprocess_batch, preprocess_requests
-from beit_preprocessing._config import MODES, PARAMETER_KEYS, Mode, PreprocessingConfig, SizeSpec
+from beit_preprocessing._config import (
+    MODES,
+    PARAMETER_KEYS,
+    PIPELINES,
+    Mode,
+    Pipeline,
+    PreprocessingConfig,
+    SizeSpec,
+)
 from beit_preprocessing._decode import DEFAULT_MAX_PIXELS, SUPPORTED_FORMATS, decode_image
 from beit_preprocessing._errors import (
     EmptyImageError,
@@ -25,6 +34,8 @@ __all__ = [
     "MODES",
     "Mode",
     "PARAMETER_KEYS",
+    "PIPELINES",
+    "Pipeline",
     "Pixels",
     "PreprocessingConfig",
     "SUPPORTED_FORMATS",

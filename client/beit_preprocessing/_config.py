@@ -1,4 +1,10 @@
-"""The checkpoint's image-processor settings, from HF preprocessor_config.json or Triton model parameters."""
+"""The checkpoint's image-processor settings, from HF preprocessor_config.json or Triton model parameters.
+
+The settings are named as in HF preprocessor_config.json. `pipeline` says whose arithmetic the steps follow:
+"transformers" (`BeitImageProcessorPil`) or "torchvision" (timm's eval transform: torchvision's `Resize`,
+`CenterCrop`, `ToTensor` and `Normalize` on PIL images), which crops at other offsets
+(see `beit_preprocessing._transforms`).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,11 @@ from typing import Any, Literal
 
 Mode = Literal["exact", "fast"]
 MODES: tuple[Mode, ...] = ("exact", "fast")
+Pipeline = Literal["transformers", "torchvision"]
+PIPELINES: tuple[Pipeline, ...] = ("transformers", "torchvision")
 
 # The keys beit-build writes as JSON text into every config it builds, named as in HF
-# preprocessor_config.json.
+# preprocessor_config.json, plus `pipeline`.
 PARAMETER_KEYS = (
     "do_resize",
     "size",
@@ -23,12 +31,17 @@ PARAMETER_KEYS = (
     "do_normalize",
     "image_mean",
     "image_std",
+    "pipeline",
 )
+# Repositories built before `pipeline` existed were all built from transformers checkpoints.
+_DEFAULT_PARAMETERS = {"pipeline": '"transformers"'}
 
 # PIL.Image.Resampling values; kept as ints so the config stays plain data.
 _BILINEAR = 2
 _BICUBIC = 3
 _IMAGENET_STANDARD = (0.5, 0.5, 0.5)
+# torchvision's ToTensor divides uint8 values by 255.
+_TORCHVISION_RESCALE = 1 / 255
 # A JSON null for these means what None means to HF (bilinear, no crop size); for the rest, the class default.
 _NULLABLE = frozenset({"resample", "crop_size"})
 _SIZE_KEYS = frozenset({"height", "width", "shortest_edge", "longest_edge"})
@@ -80,7 +93,8 @@ class SizeSpec:
 
 @dataclass(frozen=True)
 class PreprocessingConfig:
-    """What `BeitImageProcessorPil` does to an image; defaults are that class's own."""
+    """What `BeitImageProcessorPil` (or, with pipeline "torchvision", timm's eval transform) does to an image;
+    defaults are `BeitImageProcessorPil`'s own."""
 
     do_resize: bool = True
     size: SizeSpec = SizeSpec(height=224, width=224)
@@ -92,11 +106,18 @@ class PreprocessingConfig:
     do_normalize: bool = True
     image_mean: tuple[float, float, float] = _IMAGENET_STANDARD
     image_std: tuple[float, float, float] = _IMAGENET_STANDARD
+    pipeline: Pipeline = "transformers"
     mode: Mode = "exact"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {PIPELINES}, got {self.pipeline!r}")
+        if self.pipeline == "torchvision" and not (
+            self.do_rescale and self.rescale_factor == _TORCHVISION_RESCALE
+        ):
+            raise ValueError("the torchvision pipeline rescales by 1/255 (ToTensor): do_rescale must be true")
         if self.do_center_crop and (self.crop_size is None or not self.crop_size.is_fixed):
             raise ValueError(f"center crop needs a crop_size with height and width, got {self.crop_size}")
 
@@ -115,6 +136,7 @@ class PreprocessingConfig:
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> PreprocessingConfig:
         """From Triton model parameters: JSON text for the HF keys (beit-build), plain text for `mode`."""
+        parameters = {**_DEFAULT_PARAMETERS, **parameters}
         missing = [key for key in PARAMETER_KEYS if key not in parameters]
         if missing:
             raise ValueError(
@@ -146,6 +168,7 @@ class PreprocessingConfig:
             "do_normalize": self.do_normalize,
             "image_mean": list(self.image_mean),
             "image_std": list(self.image_std),
+            "pipeline": self.pipeline,
         }
         return {key: json.dumps(value) for key, value in values.items()}
 
@@ -180,6 +203,10 @@ def _typed(values: Mapping[str, Any]) -> dict[str, Any]:
             typed[key] = _BILINEAR if value is None else int(value)
         elif key == "rescale_factor":
             typed[key] = float(value)
+        elif key == "pipeline":
+            if value not in PIPELINES:
+                raise ValueError(f"pipeline must be one of {PIPELINES}, got {value!r}")
+            typed[key] = value
         else:
             typed[key] = _channels(key, value)
     return typed

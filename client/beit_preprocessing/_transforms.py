@@ -1,9 +1,18 @@
-"""Resize, center crop, rescale and normalize, bit for bit as transformers' `BeitImageProcessorPil` (5.23).
+"""Resize, center crop, rescale and normalize, bit for bit as transformers' `BeitImageProcessorPil` (5.23), or
+as timm's eval transform (timm 1.0, torchvision 0.28) for the "torchvision" pipeline.
 
 HF's PIL backend (image_processing_backends.PilBackend and image_transforms) does, per image:
 uint8 RGB -> `PIL.Image.resize((w, h), resample)` -> center crop (zero padding when too small) ->
 `uint8.astype(float64) * rescale_factor -> float32` -> `(x - mean32) / std32` in float32.
-After the resize every step is a function of one uint8 value and its channel, so a [3, 256] table computed
+
+timm's eval transform (`timm.data.create_transform(**resolve_data_config(...))`, crop_mode "center") is
+torchvision's `Resize(shortest_edge)`: the same size arithmetic and the same `PIL.Image.resize`; then
+`CenterCrop`, whose offsets are `int(round((size - crop) / 2.0))` (Python rounds half to even) where HF
+floors, and whose zero padding of a too-small image puts the odd pixel after the image where HF puts it
+before; then `ToTensor` (`uint8 -> float32`, divided by 255 in float32) and `Normalize`
+(`(x - mean32) / std32` in float32).
+
+After the crop every step is a function of one uint8 value and its channel, so a [3, 256] table computed
 with exactly those numpy operations replaces them: same bits, one gather per pixel.
 """
 
@@ -84,8 +93,25 @@ def _preprocess(decoded: Decoded, config: PreprocessingConfig, out: Pixels | Non
     pixels = np.asarray(image)
     if config.do_center_crop:
         assert config.crop_size is not None and config.crop_size.height and config.crop_size.width
-        pixels = _center_crop(pixels, config.crop_size.height, config.crop_size.width)
+        crop = _torchvision_center_crop if config.pipeline == "torchvision" else _center_crop
+        pixels = crop(pixels, config.crop_size.height, config.crop_size.width)
     return _apply_table(pixels, config, out)
+
+
+def _torchvision_center_crop(
+    pixels: npt.NDArray[np.uint8], crop_h: int, crop_w: int
+) -> npt.NDArray[np.uint8]:
+    """torchvision.transforms.functional.center_crop on HWC: a small image is zero-padded first (floor
+    top/left), then the offsets round half to even."""
+    height, width = pixels.shape[:2]
+    if crop_h > height or crop_w > width:
+        pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+        padded = np.zeros((height + pad_h, width + pad_w) + pixels.shape[2:], dtype=pixels.dtype)
+        top_pad, left_pad = pad_h // 2, pad_w // 2
+        padded[top_pad : top_pad + height, left_pad : left_pad + width] = pixels
+        pixels, (height, width) = padded, padded.shape[:2]
+    top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+    return pixels[top : top + crop_h, left : left + crop_w]
 
 
 def _center_crop(pixels: npt.NDArray[np.uint8], crop_h: int, crop_w: int) -> npt.NDArray[np.uint8]:
@@ -106,7 +132,12 @@ def _apply_table(
     pixels: npt.NDArray[np.uint8], config: PreprocessingConfig, out: Pixels | None = None
 ) -> Pixels:
     table = _value_table(
-        config.do_rescale, config.rescale_factor, config.do_normalize, config.image_mean, config.image_std
+        config.pipeline,
+        config.do_rescale,
+        config.rescale_factor,
+        config.do_normalize,
+        config.image_mean,
+        config.image_std,
     )
     height, width = pixels.shape[:2]
     if out is None:
@@ -120,15 +151,20 @@ def _apply_table(
 
 @lru_cache(maxsize=32)
 def _value_table(
+    pipeline: str,
     do_rescale: bool,
     rescale_factor: float,
     do_normalize: bool,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
 ) -> Pixels:
-    """[3, 256]: what HF's rescale then normalize make of each uint8 value in each channel."""
+    """[3, 256]: what HF's rescale then normalize (or ToTensor then Normalize) make of each uint8 value in
+    each channel."""
     values: npt.NDArray[Any] = np.tile(np.arange(256, dtype=np.uint8), (3, 1))
-    if do_rescale:
+    if pipeline == "torchvision":
+        # to_tensor: `img.to(float32).div(255)`; the config guarantees do_rescale with 1/255.
+        values = values.astype(np.float32) / np.float32(255)
+    elif do_rescale:
         # image_transforms.rescale: upcast to float64 first, multiply, then downcast to float32.
         values = (values.astype(np.float64) * rescale_factor).astype(np.float32)
     if do_normalize:
