@@ -417,11 +417,12 @@ def test_folding_layer_scale_keeps_the_function(data2vec: bool, tmp_path: Path) 
 
 
 def test_each_family_is_recognized_by_its_config_and_nothing_else_is() -> None:
-    assert [family.name for family in FAMILIES] == ["beit", "data2vec-vision"]
+    assert [family.name for family in FAMILIES] == ["beit", "data2vec-vision", "timm-beit"]
     assert family_of({"model_type": "beit"}) is FAMILIES[0]
     assert family_of({"model_type": "data2vec-vision"}) is FAMILIES[1]
+    assert family_of({"architecture": "beit_base_patch16_224", "model_type": "timm_wrapper"}) is FAMILIES[2]
     assert family_of({"model_type": "vit"}) is None
-    assert family_of({"architecture": "beit_base_patch16_224"}) is None
+    assert family_of({"architecture": "vit_base_patch16_224", "model_type": "timm_wrapper"}) is None
 
 
 def test_export_steps_know_no_checkpoint_family_but_through_the_registry() -> None:
@@ -462,14 +463,6 @@ def test_skip_if_built_skips_only_a_complete_build_of_the_same_checkpoint(
     main(["--model", str(tiny_checkpoint), "--repository", str(built), "--skip-if-built"])
     assert "not rebuilding" in capsys.readouterr().out
     assert snapshot(built) == before
-
-
-def test_a_timm_checkpoint_is_refused_with_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(
-        json.dumps({"architecture": "beit_base_patch16_224", "num_classes": 1000, "pretrained_cfg": {}})
-    )
-    with pytest.raises(UnsupportedCheckpointError, match="timm checkpoint"):
-        load_checkpoint(tmp_path)
 
 
 def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from beit_build.families import beit, data2vec_vision
+from beit_build.families import beit, data2vec_vision, timm_beit
 from beit_build.families.base import Checkpoint, CheckpointFamily, LayerScale
 
 __all__ = ["FAMILIES", "Checkpoint", "CheckpointFamily", "LayerScale", "family_of"]
 
-FAMILIES: tuple[CheckpointFamily, ...] = (beit.FAMILY, data2vec_vision.FAMILY)
+FAMILIES: tuple[CheckpointFamily, ...] = (beit.FAMILY, data2vec_vision.FAMILY, timm_beit.FAMILY)
 
 
 def family_of(config: Mapping[str, Any]) -> CheckpointFamily | None:
