@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,12 @@ def test_the_installed_template_is_the_wheels_own_copy(installed: Path, tmp_path
     location = run(installed / "python", "-c", script, cwd=tmp_path).splitlines()
     assert "site-packages" in location[0] and str(ROOT) not in location[0]
     assert location[1] == "['beit', 'beit_embedding', 'beit_model', 'beit_preprocess']"
+
+
+def test_the_wheel_ships_the_imagenet_label_lists_with_their_provenance(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for data in ("imagenet1k_labels.txt", "imagenet22k_labels.txt", "PROVENANCE.md"):
+        assert f"beit_build/data/{data}" in names
 
 
 def test_a_wheel_install_builds_and_serves_a_checkpoint(
