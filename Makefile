@@ -9,6 +9,8 @@ REPOSITORY ?= output/model_repository
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+TORCH_VERSION := 2.13.0
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 BIN := $(VENV)/bin
 CHECKPOINT_ARGS := $(if $(RANDOM),--random $(RANDOM),--model $(MODEL))
@@ -17,12 +19,15 @@ CHECKPOINT_ARGS := $(if $(RANDOM),--random $(RANDOM),--model $(MODEL))
 
 install: $(VENV)/.installed
 
-# torch goes first and pinned: any other resolution pulls a CUDA build of several GB.
+# torch goes first, as its CPU build from PyTorch's own index (as build/Dockerfile.build does): PyPI's
+# torch==2.13.0 is the CUDA build with several GB of nvidia libraries. The `+cpu` pin never falls back to it,
+# and a pip configured with a local wheel (--find-links) takes that one. Only torch comes from that index;
+# its dependencies come with the rest, where the build extra's `torch==2.13.0` is satisfied by 2.13.0+cpu.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install --no-deps 'torch==$(TORCH_VERSION)+cpu' --extra-index-url $(TORCH_INDEX_URL)
+	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
 build: install
