@@ -15,7 +15,7 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 CHECKPOINT_ARGS := $(if $(RANDOM),--random $(RANDOM),--model $(MODEL))
 
-.PHONY: install build serve test lint bench clean
+.PHONY: install build serve sample test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ build: install
 serve: build
 	$(BIN)/beit-serve --repository $(REPOSITORY) \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+# A photo for the README's examples: matplotlib's sample photo (installed with the loadtest extra).
+sample: install
+	$(BIN)/python -c "import shutil, matplotlib.cbook as c; shutil.copy(c.get_sample_data('grace_hopper.jpg', asfileobj=False), 'sample.jpg')"
 
 lint: install
 	$(BIN)/ruff check .
