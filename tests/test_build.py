@@ -473,5 +473,5 @@ def test_a_timm_checkpoint_is_refused_with_a_clear_error(tmp_path: Path) -> None
 
 
 def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointNotFoundError, match="cannot load"):
+    with pytest.raises(CheckpointNotFoundError, match="no-such-checkpoint is neither a checkpoint folder"):
         load_checkpoint(tmp_path / "no-such-checkpoint")
