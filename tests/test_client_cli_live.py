@@ -60,10 +60,12 @@ def test_http_to_the_metrics_port_names_the_url_and_triton_s_ports(
     triton_server: Any, cat: str, capsys
 ) -> None:
     url = f"http://127.0.0.1:{triton_server.metrics_port}"
-    assert main(["info", "--url", url]) == 1
-    line = one_error_line(capsys)
-    assert line.startswith(f"error: {url} answered HTTP, but not as Triton's API")
-    assert "HTTP 8000, gRPC 8001, metrics 8002" in line
+    # The metrics port answers every health route with 200: health must not call it ready.
+    for command in ("info", "health"):
+        assert main([command, "--url", url]) == 1
+        line = one_error_line(capsys)
+        assert line.startswith(f"error: {url} answered HTTP, but not as Triton's API")
+        assert "HTTP 8000, gRPC 8001, metrics 8002" in line
 
 
 def test_grpc_to_the_http_port_names_the_url(triton_server: Any, cat: str, capsys) -> None:

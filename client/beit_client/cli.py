@@ -363,6 +363,9 @@ def _embed(client: BeitClient, args: argparse.Namespace) -> int:
 
 def _health(client: BeitClient, args: argparse.Namespace) -> int:
     live, ready = client.live(), client.ready()
+    if ready:
+        # Triton's metrics port answers the health routes with 200 too; its model config tells them apart.
+        client.model_info()
     print(f"server: {client.url}\nlive: {live}\nready: {ready}")
     return 0 if live and ready else 1
 
