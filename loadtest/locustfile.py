@@ -2,6 +2,7 @@
 
     locust -f loadtest/locustfile.py --host http://HOST:8000                  # both protocols, half each
     locust -f loadtest/locustfile.py --host grpc://HOST:8001 GrpcBeitUser     # one protocol, by class name
+    locust -f loadtest/locustfile.py --host http://HOST:9000 --grpc-host grpc://HOST:9001   # other ports
     locust -f loadtest/locustfile.py,loadtest/shape.py --headless --host ...  # step up to the p95 SLO
 
 Each user owns one SDK client (its own connection, as one application instance would) and sends one image
@@ -11,6 +12,7 @@ call took, so Locust's statistics are the latency a user of the SDK sees, not a 
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import sys
 import time
@@ -50,6 +52,13 @@ def _add_arguments(parser: LocustArgumentParser) -> None:
         help="Folder of image files to send (every worker needs it at the same path); "
         "default: a generated, seeded corpus of photo-like JPEGs",
     )
+    group.add_argument(
+        "--grpc-host",
+        env_var="BEIT_LOADTEST_GRPC_HOST",
+        default="",
+        help="The gRPC users' server, grpc://HOST:PORT; default: --host when it is grpc://, else its host on "
+        "port 8001",
+    )
     group.add_argument("--corpus-size", type=int, default=64, help="Generated images (without --images)")
     group.add_argument("--top-k", type=int, default=5, help="Classes asked for per image")
     group.add_argument("--request-timeout-s", type=float, default=60.0, help="SDK timeout per request")
@@ -75,15 +84,20 @@ class BeitUser(User):
     protocol = ""
     wait_time = constant(0)
 
+    def server(self, options: argparse.Namespace) -> str:
+        """The server this user's protocol is sent to."""
+        return self.host or ""
+
     def on_start(self) -> None:
-        if not self.host:
-            raise ValueError("give the server with --host, e.g. http://HOST:8000 or grpc://HOST:8001")
         options = parsed_options(self.environment)
+        host = self.server(options)
+        if not host:
+            raise ValueError("give the server with --host, e.g. http://HOST:8000 or grpc://HOST:8001")
         self.top_k = options.top_k
         # Retries would hide failures and fold two attempts into one response time: a load test must
         # see each request as it happened.
         self.client = BeitClient(
-            url_for_protocol(self.host, self.protocol), timeout=options.request_timeout_s, max_retries=0
+            url_for_protocol(host, self.protocol), timeout=options.request_timeout_s, max_retries=0
         )
         # Users start at different images so concurrent requests carry different sizes.
         start = next(_user_numbers) % len(_corpus)
@@ -120,3 +134,6 @@ class HttpBeitUser(BeitUser):
 
 class GrpcBeitUser(BeitUser):
     protocol = "grpc"
+
+    def server(self, options: argparse.Namespace) -> str:
+        return str(options.grpc_host) or super().server(options)

@@ -466,5 +466,5 @@ def test_skip_if_built_skips_only_a_complete_build_of_the_same_checkpoint(
 
 
 def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointNotFoundError, match="cannot load"):
+    with pytest.raises(CheckpointNotFoundError, match="no-such-checkpoint is neither a checkpoint folder"):
         load_checkpoint(tmp_path / "no-such-checkpoint")

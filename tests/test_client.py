@@ -311,6 +311,37 @@ def test_errors_keep_their_fields_through_pickling() -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("http://localhost:8001", "port 8001 is Triton's gRPC port: use grpc://localhost:8001"),
+        ("https://triton.example:8001", "port 8001 is Triton's gRPC port: use grpcs://triton.example:8001"),
+        ("grpc://localhost:8000", "port 8000 is Triton's HTTP port: use http://localhost:8000"),
+        ("http://localhost:8002", "port 8002 is Triton's metrics port: use http://localhost:8000"),
+        ("grpc://localhost:8002", "port 8002 is Triton's metrics port: use grpc://localhost:8001"),
+        ("http://localhost:9000", "is the server running, with its HTTP port at 9000?"),
+        ("grpc://localhost", "is the server running, with its gRPC port at 8001?"),
+    ],
+)
+def test_a_connection_error_names_the_url_and_the_likely_fix(url: str, hint: str) -> None:
+    with (
+        pytest.raises(ServerUnavailableError) as caught,
+        translate_transport_errors(url=ServerURL.parse(url)),
+    ):
+        raise ConnectionRefusedError(111, "Connection refused")
+    assert (
+        str(caught.value)
+        == f"server unavailable at {ServerURL.parse(url)}: [Errno 111] Connection refused; {hint}"
+    )
+
+
+def test_a_triton_refusal_reads_as_the_server_said_it_without_the_ensemble_prefix() -> None:
+    refusal = InferenceServerException("in ensemble 'beit', the image is empty (0 bytes)", status="400")
+    with pytest.raises(InvalidRequestError) as caught, translate_transport_errors("beit"):
+        raise refusal
+    assert str(caught.value) == "the image is empty (0 bytes)" and caught.value.status_code == 400
+
+
+@pytest.mark.parametrize(
     ("raised", "expected"),
     [
         (ConnectionRefusedError(111, "refused"), ServerUnavailableError),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +13,20 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from beit_client import BeitClient, InferRequest, MockTransport, RetryPolicy
-from beit_client.cli import classify_to_file, collect_sources, main
-from tests.test_client_fakes import LABELS, beit_handler, image_bytes, label_index, model_configs
+from beit_client.cli import EXIT_INTERRUPTED, classify_to_file, collect_sources, main
+from tests.test_client_fakes import (
+    LABELS,
+    MAX_BATCH_SIZE,
+    beit_handler,
+    image_bytes,
+    label_index,
+    model_configs,
+)
 
 
-def client_factory(handler: Any = beit_handler) -> Any:
+def client_factory(handler: Any = beit_handler, *, random_weights: bool = True) -> Any:
     def make(args: Any) -> BeitClient:
-        transport = MockTransport(handler, model_configs=model_configs())
+        transport = MockTransport(handler, model_configs=model_configs(random_weights=random_weights))
         return BeitClient(args.url, transport=transport, retry=RetryPolicy(0))
 
     return make
@@ -129,4 +138,134 @@ def test_a_server_down_for_every_request_fails_the_command(
         raise ConnectionRefusedError()
 
     assert main(["classify", str(photos / "1.png"), "--json"], make_client=client_factory(down)) == 1
-    assert "unreachable" in capsys.readouterr().err
+    assert "failed: image 0 (" in (err := capsys.readouterr().err) and "server unavailable: " in err
+
+
+# ---- what a newcomer meets: streaming, progress, output folders, empty folders, random weights, Ctrl-C
+
+
+class Terminal(io.StringIO):
+    """A stdout that says whether it is a terminal, and signals when a text first appears on it."""
+
+    def __init__(self, tty: bool, awaited: str = "") -> None:
+        super().__init__()
+        self.tty = tty
+        self.awaited = awaited
+        self.seen = threading.Event()
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.awaited and self.awaited in self.getvalue():
+            self.seen.set()
+        return written
+
+
+def test_results_stream_in_input_order_before_the_job_ends(
+    photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sources = collect_sources([str(photos)])
+    stdout = Terminal(tty=False, awaited=sources[0])
+    streamed_before_the_last_group: list[bool] = []
+
+    def slow_last_group(request: InferRequest) -> Any:
+        if request.batch_size < MAX_BATCH_SIZE:
+            # The last group (3 of the 7 images) waits until the first group's results are on stdout.
+            streamed_before_the_last_group.append(stdout.seen.wait(timeout=10))
+        return beit_handler(request)
+
+    monkeypatch.setattr("sys.stdout", stdout)
+    code = main(
+        ["classify", str(photos), "--json", "--concurrency", "1"], make_client=client_factory(slow_last_group)
+    )
+    assert code == 0
+    assert streamed_before_the_last_group == [True]
+    lines = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    assert [line["source"] for line in lines] == sources
+    # stdout is a pipe here, so a progress bar goes to stderr.
+    assert "7/7" in capsys.readouterr().err
+
+
+def test_no_progress_bar_when_results_go_to_a_terminal(
+    photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdout", Terminal(tty=True))
+    assert main(["classify", str(photos)], make_client=client_factory()) == 0
+    assert "7/7" not in capsys.readouterr().err
+
+
+def test_output_into_a_missing_folder_creates_it(photos: Path) -> None:
+    output = photos.parent / "new" / "deeper" / "results.jsonl"
+    assert (
+        main(
+            ["classify", str(photos), "--output", str(output), "--no-progress"], make_client=client_factory()
+        )
+        == 0
+    )
+    assert len(read_results(output)) == 7
+
+
+@pytest.mark.parametrize("command", ["classify", "embed"])
+def test_output_that_cannot_be_written_is_refused_before_sending_anything(
+    photos: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = photos.parent / "a-file"
+    blocker.write_text("in the way")
+    sent: list[InferRequest] = []
+
+    def record(request: InferRequest) -> Any:
+        sent.append(request)
+        return beit_handler(request)
+
+    output = blocker / "results.out"
+    assert main([command, str(photos), "--output", str(output)], make_client=client_factory(record)) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == f"beit-client: error: cannot create {blocker} for {output}: File exists"
+    assert sent == []
+
+
+def test_a_folder_without_images_says_so_and_fails(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = photos.parent / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no images here")
+    for command in ("classify", "embed"):
+        assert main([command, str(photos), str(empty)], make_client=client_factory()) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.startswith(f"beit-client: error: no image files in {empty} (looked for .bmp, ")
+
+
+def test_a_random_weights_model_is_named_as_noise_in_classify_and_info(
+    photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warning = "warning: the server's model (tiny/random-beit) has random weights: its predictions are noise"
+    for command in (["classify", str(photos / "1.png")], ["info"]):
+        assert main(command, make_client=client_factory(random_weights=True)) == 0
+        assert warning in capsys.readouterr().err
+        assert main(command, make_client=client_factory(random_weights=False)) == 0
+        assert "random weights" not in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_batch_job_exits_130_and_reports_what_was_written(
+    photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = photos.parent / "results.jsonl"
+    sent: list[int] = []
+
+    def interrupted_at_the_second_group(request: InferRequest) -> Any:
+        sent.append(request.batch_size)
+        if len(sent) == 2:
+            raise KeyboardInterrupt
+        return beit_handler(request)
+
+    args = ["classify", str(photos), "--output", str(output), "--no-progress", "--concurrency", "1"]
+    assert main(args, make_client=client_factory(interrupted_at_the_second_group)) == EXIT_INTERRUPTED
+    assert len(sent) == 2
+    written = read_results(output)
+    assert len(written) == 4
+    assert (
+        f"beit-client: interrupted: 4 written to {output}; run the same command again"
+        in capsys.readouterr().err
+    )

@@ -20,10 +20,12 @@ EMBEDDING_SIZE = 8
 MAX_BATCH_SIZE = 4
 
 
-def model_configs(max_batch_size: int = MAX_BATCH_SIZE) -> dict[str, dict[str, Any]]:
+def model_configs(
+    max_batch_size: int = MAX_BATCH_SIZE, random_weights: bool = True
+) -> dict[str, dict[str, Any]]:
     parameters = {
         "checkpoint": json.dumps("tiny/random-beit"),
-        "random_weights": json.dumps(True),
+        "random_weights": json.dumps(random_weights),
         "num_labels": json.dumps(len(LABELS)),
         "embedding_size": json.dumps(EMBEDDING_SIZE),
         "multi_label": json.dumps(False),

@@ -259,14 +259,24 @@ def test_the_server_and_client_side_preprocessing_refuse_the_same_images_by_pixe
     over_limit = png_declaring(DEFAULT_MAX_PIXELS + 1, 1)
     at_limit = png_declaring(DEFAULT_MAX_PIXELS, 1)
     url = server_url(triton_server, protocol)
+    reasons = {}
     with BeitClient(url, retry=FAST_RETRY) as client:
         for preprocess in ("server", "client"):
             over, at = client.with_options(preprocess=preprocess).classify(
                 [over_limit, at_limit], return_exceptions=True
             )
-            assert isinstance(over, InvalidImageError) and f"{DEFAULT_MAX_PIXELS} allowed" in str(over)
+            assert isinstance(over, InvalidImageError)
+            reasons[preprocess] = over.reason
             # Within the limit the image is decoded (and found truncated): the limit itself let it through.
             assert isinstance(at, InvalidImageError) and "truncated" in str(at), preprocess
+    # Both name the limit and the two settings that raise it, in the same words.
+    assert reasons["server"] == reasons["client"]
+    assert (
+        f"= {DEFAULT_MAX_PIXELS + 1:,} pixels, more than the {DEFAULT_MAX_PIXELS:,} allowed"
+        in reasons["server"]
+    )
+    assert "max_pixels parameter of the beit_preprocess model config" in reasons["server"]
+    assert "beit_preprocessing.DEFAULT_MAX_PIXELS" in reasons["server"]
 
 
 # ---------------------------------------------------------------- 4. an invalid image fails alone
@@ -303,6 +313,8 @@ def test_an_unreadable_source_fails_before_sending_and_the_rest_are_answered(tri
         outcomes = c.classify([good[0], str(tmp_path / "missing.jpg"), good[1]], 3, return_exceptions=True)
     assert isinstance(outcomes[1], InvalidImageError) and outcomes[1].index == 1
     assert "missing.jpg" in outcomes[1].source
+    # The source names the path; the reason does not repeat it.
+    assert outcomes[1].reason == "No such file or directory"
     assert_same_predictions(
         [outcomes[0], outcomes[2]], raw_classify(triton_server, "http", good, 3), atol=1e-5
     )

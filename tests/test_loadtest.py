@@ -203,6 +203,22 @@ def test_locust_runs_the_sdk_users_headless_without_failures(
 
 
 @pytest.mark.server
+def test_one_run_drives_both_protocols_on_their_own_non_default_ports(triton_server, tmp_path: Path) -> None:
+    prefix = tmp_path / "both"
+    # The fixture serves on free ports; without --grpc-host the gRPC users would go to port 8001.
+    result = _locust(
+        "-f", "loadtest/locustfile.py", "-u", "2", "-r", "2", "-t", "6s", "--csv", str(prefix),
+        "--host", triton_server.http_url, "--grpc-host", triton_server.grpc_url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(f"{prefix}_stats.csv", newline="") as f:
+        rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
+    for protocol in ("http", "grpc"):
+        assert int(rows[protocol, "classify"]["Request Count"]) > 0, protocol
+        assert int(rows[protocol, "classify"]["Failure Count"]) == 0, protocol
+
+
+@pytest.mark.server
 def test_the_capacity_shape_steps_users_and_writes_the_capacity(triton_server, tmp_path: Path) -> None:
     prefix = tmp_path / "capacity"
     # Run from another directory: the locustfiles must find their package wherever locust starts.

@@ -230,6 +230,17 @@ def test_bad_input_raises_invalid_image_error(data: bytes, error: type[InvalidIm
     assert isinstance(raised.value, ValueError) and str(raised.value)
 
 
+def test_undecodable_bytes_are_named_without_pillows_buffer_repr() -> None:
+    with pytest.raises(UndecodableImageError) as raised:
+        decode_image(b"not an image at all", max_pixels=MAX_PIXELS)
+    assert str(raised.value) == "not an image in a supported format (JPEG, PNG, WEBP, BMP, GIF, TIFF)"
+
+
+def test_a_request_of_one_image_fails_with_its_reason_alone() -> None:
+    [answer] = preprocess_requests([_request(b"garbage")], PreprocessingConfig(), max_pixels=MAX_PIXELS)
+    assert isinstance(answer, UndecodableImageError) and str(answer).startswith("not an image")
+
+
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
     # Decoding 100000x100000 pixels would need 10 GB.
     bomb = png_declaring(100_000, 100_000)

@@ -2,11 +2,13 @@
 
 An editable install finds everything in the source tree; a regular install has only what the wheel carries.
 These tests build the wheel, install it with its extras into a new venv (dependencies resolved from its own
-metadata), then build and serve a checkpoint from outside the checkout.
+metadata), then build and serve a checkpoint from outside the checkout; and install it without extras, as
+an application or a GPU host that only calls the server would, then classify with the CLI.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -83,3 +85,37 @@ def test_a_wheel_install_builds_and_serves_a_checkpoint(
     finally:
         server.process.terminate()
         server.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def client_only(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with the wheel alone, no extras: what `pip install beit-triton` gives an application."""
+    venv = tmp_path_factory.mktemp("client-venv")
+    run(sys.executable, "-m", "venv", venv, cwd=venv)
+    run(venv / "bin" / "pip", "install", "--quiet", wheel, cwd=venv)
+    return venv / "bin"
+
+
+def test_the_client_only_install_has_no_torch_and_classifies_with_the_cli(
+    client_only: Path, triton_server: object, tmp_path: Path
+) -> None:
+    heavy = ("torch", "transformers", "onnx", "onnxruntime", "pytriton", "cuda")
+    script = f"import importlib.util as u; print([m for m in {heavy!r} if u.find_spec(m)])"
+    assert run(client_only / "python", "-c", script, cwd=tmp_path).strip() == "[]"
+    assert "classify" in run(client_only / "beit-client", "--help", cwd=tmp_path)
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(encode(photo(320, 240), "JPEG"))
+    for url in (triton_server.http_url, triton_server.grpc_url):  # type: ignore[attr-defined]
+        out = run(
+            client_only / "beit-client",
+            "classify",
+            image,
+            "--url",
+            url,
+            "--json",
+            "--top-k",
+            "3",
+            cwd=tmp_path,
+        )
+        [line] = [json.loads(line) for line in out.splitlines()]
+        assert line["source"] == str(image) and len(line["predictions"]) == 3

@@ -4,6 +4,7 @@ from beit_build.build import BuildResult, build_repository
 from beit_build.errors import (
     BuildError,
     CheckpointNotFoundError,
+    HubUnreachableError,
     LabelsError,
     PreprocessingError,
     TemplateWriteError,
@@ -15,6 +16,7 @@ __all__ = [
     "BuildError",
     "BuildResult",
     "CheckpointNotFoundError",
+    "HubUnreachableError",
     "LabelsError",
     "PreprocessingError",
     "TemplateWriteError",

@@ -9,6 +9,7 @@ from transformers import PretrainedConfig
 
 from beit_build.errors import CheckpointNotFoundError, UnsupportedCheckpointError
 from beit_build.families import FAMILIES, Checkpoint, family_of
+from beit_build.hub import locate_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 def load_checkpoint(source: str | Path, *, name: str | None = None) -> Checkpoint:
     """`name` is what the repository records as the checkpoint (the hub id or folder by default)."""
     name = name if name is not None else str(source)
+    source = locate_checkpoint(source)
     logger.info("loading checkpoint %s", name)
     try:
         # The hub's (or the folder's) config.json as a plain dict: recognizing a family imports nothing of it.

@@ -1,7 +1,8 @@
 """Errors raised by beit-build.
 
 BuildError
-├── CheckpointNotFoundError      no checkpoint at that hub id or folder (or the hub is out of reach)
+├── CheckpointNotFoundError      no checkpoint at that hub id or folder
+│   └── HubUnreachableError      a hub id while the Hub is out of reach, and no cached copy
 ├── UnsupportedCheckpointError   the checkpoint is not a BEiT / data2vec-vision image classifier
 ├── PreprocessingError           the image processor config disagrees with the model (resolution)
 ├── LabelsError                  a labels file does not match the classifier head
@@ -18,6 +19,10 @@ class BuildError(Exception):
 
 
 class CheckpointNotFoundError(BuildError):
+    pass
+
+
+class HubUnreachableError(CheckpointNotFoundError):
     pass
 
 

@@ -196,11 +196,12 @@ def read_results(
 
 
 def image_error(error: InvalidRequestError, index: int, image: ImageInput) -> InvalidImageError:
-    """The server refused a request holding only this image: the image is what was invalid."""
+    """The server refused a request holding only this image: the image is what was invalid, for the reason
+    the server gave."""
     if isinstance(error, InvalidImageError):
         return error
     invalid = InvalidImageError(
-        f"the server refused it: {error}",
+        str(error),
         index=index,
         source=describe_image(image),
         status_code=error.status_code,

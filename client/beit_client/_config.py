@@ -7,7 +7,14 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
-from ._constants import DEFAULT_MAX_RETRIES, INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
+from ._constants import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_MAX_RETRIES,
+    INITIAL_RETRY_DELAY,
+    MAX_RETRY_DELAY,
+    TRITON_METRICS_PORT,
+)
 from ._types import Headers, ImageEncoding, PreprocessMode, Protocol
 
 __all__ = ["RequestOptionFields", "RequestOptions", "RetryPolicy", "ServerURL", "TLSConfig"]
@@ -18,7 +25,8 @@ _SCHEMES: dict[str, tuple[Protocol, bool]] = {
     "grpc": ("grpc", False),
     "grpcs": ("grpc", True),
 }
-_DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+_DEFAULT_PORTS: dict[Protocol, int] = {"http": DEFAULT_HTTP_PORT, "grpc": DEFAULT_GRPC_PORT}
+_PROTOCOL_NAMES: dict[Protocol, str] = {"http": "HTTP", "grpc": "gRPC"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,29 @@ class ServerURL:
     def __str__(self) -> str:
         scheme = self.protocol + ("s" if self.tls else "")
         return f"{scheme}://{self.authority}"
+
+    @property
+    def protocol_name(self) -> str:
+        """ "HTTP" or "gRPC", for messages."""
+        return _PROTOCOL_NAMES[self.protocol]
+
+    def fix_hint(self, *, answered: bool) -> str:
+        """What to check when nothing at this URL answered as a Triton server of its protocol (`answered`:
+        something did, but not in that protocol). Where the port is Triton's default for something else, the
+        URL that default calls for: "port 8001 is Triton's gRPC port: use grpc://localhost:8001"."""
+        if self.port == TRITON_METRICS_PORT:
+            own_port = replace(self, port=_DEFAULT_PORTS[self.protocol])
+            return f"port {self.port} is Triton's metrics port: use {own_port}"
+        for protocol, port in _DEFAULT_PORTS.items():
+            if protocol != self.protocol and self.port == port:
+                name = _PROTOCOL_NAMES[protocol]
+                return f"port {port} is Triton's {name} port: use {replace(self, protocol=protocol)}"
+        if answered:
+            return (
+                f"is port {self.port} the server's {self.protocol_name} port? (Triton's defaults: "
+                f"HTTP {DEFAULT_HTTP_PORT}, gRPC {DEFAULT_GRPC_PORT}, metrics {TRITON_METRICS_PORT})"
+            )
+        return f"is the server running, with its {self.protocol_name} port at {self.port}?"
 
 
 @dataclass(frozen=True)

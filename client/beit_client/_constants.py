@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 DEFAULT_TOP_K = 5
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
+TRITON_METRICS_PORT = 8002
+"""Triton's default ports. A URL without a port takes its protocol's; an error from a URL whose scheme does
+not match the default port it names (http:// to 8001) suggests the right one."""
 DEFAULT_TIMEOUT = 60.0
 """Seconds for one request, connecting included."""
 DEFAULT_MAX_CONCURRENCY = 4

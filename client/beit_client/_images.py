@@ -129,8 +129,19 @@ def _read_source(image: ImageInput, options: ImageOptions) -> bytes | Image.Imag
     raise TypeError(f"unsupported image type {type(image).__name__}")
 
 
+def _reason(error: Exception) -> str:
+    """Why reading failed, without the path or URL the error's source already names."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    if isinstance(error, urllib.error.URLError):
+        return _reason(error.reason) if isinstance(error.reason, Exception) else str(error.reason)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _invalid(error: Exception, index: int, image: ImageInput) -> InvalidImageError:
-    return InvalidImageError(str(error) or type(error).__name__, index=index, source=describe_image(image))
+    return InvalidImageError(_reason(error), index=index, source=describe_image(image))
 
 
 def encode_image(image: ImageInput, index: int, options: ImageOptions) -> bytes:

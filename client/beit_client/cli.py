@@ -6,8 +6,9 @@
     beit-client health
     beit-client info
 
-Exit status: 0 when every image succeeded, 1 when any failed (listed on stderr; the rest are still written),
-2 for usage errors.
+Results are printed as they arrive, in input order. Exit status: 0 when every image succeeded, 1 when any
+failed (listed on stderr; the rest are still written) or nothing could be done, 2 for usage errors, 130
+when interrupted (Ctrl-C): what was written stays, and a batch job's rerun finishes it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -28,19 +30,36 @@ from tqdm import tqdm
 
 from ._client import BeitClient
 from ._constants import (
+    DEFAULT_HTTP_PORT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     DEFAULT_TOP_K,
     IMAGE_EXTENSIONS,
 )
-from ._exceptions import BeitClientError
-from ._models import Prediction
+from ._exceptions import BeitClientError, InvalidImageError
+from ._models import ModelInfo, Prediction
 
-__all__ = ["BatchReport", "classify_to_file", "collect_sources", "completed_sources", "main"]
+__all__ = [
+    "BatchJob",
+    "BatchReport",
+    "EXIT_INTERRUPTED",
+    "Failure",
+    "classify_to_file",
+    "collect_sources",
+    "completed_sources",
+    "folders_without_images",
+    "main",
+    "run",
+]
 
-DEFAULT_URL = "http://localhost:8000"
+DEFAULT_URL = f"http://localhost:{DEFAULT_HTTP_PORT}"
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, what a shell reports for a program stopped by Ctrl-C."""
 _URL_PREFIXES = ("http://", "https://")
+
+Outcome = list[Prediction] | BeitClientError
 
 
 def collect_sources(arguments: Sequence[str]) -> list[str]:
@@ -54,6 +73,17 @@ def collect_sources(arguments: Sequence[str]) -> list[str]:
             if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
                 sources.append(str(path))
     return sources
+
+
+def folders_without_images(arguments: Sequence[str]) -> list[str]:
+    """The folders among `arguments` that hold no image file (by extension) at any depth."""
+    return [
+        argument
+        for argument in arguments
+        if not argument.startswith(_URL_PREFIXES)
+        and os.path.isdir(argument)
+        and not collect_sources([argument])
+    ]
 
 
 def completed_sources(output: Path) -> set[str]:
@@ -75,20 +105,103 @@ def completed_sources(output: Path) -> set[str]:
     return done
 
 
+@dataclass(frozen=True)
+class Failure:
+    """An image that failed: its position among the command's images, its source, and the error."""
+
+    index: int
+    source: str
+    error: BeitClientError
+
+    def __str__(self) -> str:
+        reason = self.error.reason if isinstance(self.error, InvalidImageError) else str(self.error)
+        return f"image {self.index} ({self.source}): {reason}"
+
+
 @dataclass
 class BatchReport:
     written: int = 0
     skipped: int = 0
-    failures: list[tuple[str, BeitClientError]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
 
 def _prediction_dicts(predictions: list[Prediction]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(prediction) for prediction in predictions]
 
 
-def _groups(items: Sequence[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def _result_line(source: str, predictions: list[Prediction]) -> str:
+    return json.dumps({"source": source, "predictions": _prediction_dicts(predictions)}, ensure_ascii=False)
+
+
+def classified_groups(
+    client: BeitClient, sources: Sequence[str], *, top_k: int, concurrency: int
+) -> Generator[tuple[int, list[str], list[Outcome]], None, None]:
+    """`(start, group, outcomes)` for consecutive groups of `sources` (one request each, the model's max
+    batch size), `concurrency` groups in flight, each yielded as soon as its request completes. Closing the
+    iterator early (an interrupt) cancels the groups not yet sent and does not wait for those in flight."""
+    group_size = client.model_info().max_batch_size or 1
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="beit-batch")
+    finished = False
+    try:
+        futures: dict[Future[list[Outcome]], tuple[int, list[str]]] = {}
+        for start in range(0, len(sources), group_size):
+            group = list(sources[start : start + group_size])
+            futures[pool.submit(client.classify, group, top_k, return_exceptions=True)] = (start, group)
+        for future in as_completed(futures):
+            start, group = futures[future]
+            yield start, group, future.result()
+        finished = True
+    finally:
+        pool.shutdown(wait=finished, cancel_futures=True)
+
+
+class BatchJob:
+    """Classifies `sources` into JSON lines `{"source", "predictions"}` in `output`, appending each line as
+    soon as its request completes. Sources already in `output` are skipped, so a rerun after an interruption
+    finishes the job with every image written exactly once; failed images are not written and are retried
+    by a rerun. `report` counts what was done, also after an interruption."""
+
+    def __init__(
+        self,
+        client: BeitClient,
+        sources: Sequence[str],
+        output: Path,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        progress: bool = True,
+    ) -> None:
+        self.client = client
+        self.sources = list(dict.fromkeys(sources))
+        self.output = output
+        self.top_k = top_k
+        self.concurrency = concurrency
+        self.progress = progress
+        self.report = BatchReport()
+
+    def run(self) -> BatchReport:
+        done = completed_sources(self.output)
+        pending = [source for source in self.sources if source not in done]
+        self.report.skipped = len(self.sources) - len(pending)
+        if not pending:
+            return self.report
+        position = {source: index for index, source in enumerate(self.sources)}
+        groups = classified_groups(self.client, pending, top_k=self.top_k, concurrency=self.concurrency)
+        with (
+            self.output.open("a", encoding="utf-8") as file,
+            tqdm(total=len(pending), unit="img", disable=not self.progress) as bar,
+            closing(groups),
+        ):
+            for _, group, outcomes in groups:
+                for source, outcome in zip(group, outcomes, strict=True):
+                    if isinstance(outcome, BeitClientError):
+                        self.report.failures.append(Failure(position[source], source, outcome))
+                        continue
+                    file.write(_result_line(source, outcome) + "\n")
+                    self.report.written += 1
+                file.flush()
+                bar.update(len(group))
+        return self.report
 
 
 def classify_to_file(
@@ -100,37 +213,9 @@ def classify_to_file(
     concurrency: int = DEFAULT_MAX_CONCURRENCY,
     progress: bool = True,
 ) -> BatchReport:
-    """Classifies `sources` into JSON lines `{"source", "predictions"}`, appending each line as soon as its
-    request completes. Sources already in `output` are skipped, so a rerun after an interruption finishes
-    the job with every image written exactly once; failed images are not written and are retried by a rerun.
-    """
-    done = completed_sources(output)
-    pending = [source for source in dict.fromkeys(sources) if source not in done]
-    report = BatchReport(skipped=len(sources) - len(pending))
-    if not pending:
-        return report
-    group_size = client.model_info().max_batch_size or 1
-    with (
-        output.open("a", encoding="utf-8") as file,
-        tqdm(total=len(pending), unit="img", disable=not progress) as bar,
-        ThreadPoolExecutor(concurrency, thread_name_prefix="beit-batch") as pool,
-    ):
-        futures: dict[Future[list[Any]], list[str]] = {
-            pool.submit(client.classify, group, top_k, return_exceptions=True): group
-            for group in _groups(pending, group_size)
-        }
-        for future in as_completed(futures):
-            group = futures[future]
-            for source, outcome in zip(group, future.result(), strict=True):
-                if isinstance(outcome, BeitClientError):
-                    report.failures.append((source, outcome))
-                    continue
-                line = {"source": source, "predictions": _prediction_dicts(outcome)}
-                file.write(json.dumps(line, ensure_ascii=False) + "\n")
-                report.written += 1
-            file.flush()
-            bar.update(len(group))
-    return report
+    """`BatchJob(...).run()`."""
+    job = BatchJob(client, sources, output, top_k=top_k, concurrency=concurrency, progress=progress)
+    return job.run()
 
 
 def _print_table(source: str, predictions: list[Prediction], out: IO[str]) -> None:
@@ -140,52 +225,131 @@ def _print_table(source: str, predictions: list[Prediction], out: IO[str]) -> No
         print(f"  {prediction.score:8.4f}  {prediction.index:6d}  {prediction.label}", file=out)
 
 
-def _report_failures(failures: Sequence[tuple[str, BeitClientError]]) -> int:
-    for source, error in failures:
-        print(f"failed: {source}: {error}", file=sys.stderr)
-    if failures:
-        print(f"{len(failures)} image(s) failed", file=sys.stderr)
-        return 1
+def _print_failure(failure: Failure) -> None:
+    # Through tqdm, so that a progress bar on stderr is redrawn below the line instead of through it.
+    tqdm.write(f"failed: {failure}", file=sys.stderr)
+
+
+def _failed_summary(count: int) -> int:
+    if count:
+        print(f"{count} image(s) failed", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
-def _classify(client: BeitClient, args: argparse.Namespace) -> int:
-    sources = collect_sources(args.sources)
-    if args.output is not None:
-        report = classify_to_file(
-            client,
-            sources,
-            Path(args.output),
-            top_k=args.top_k,
-            concurrency=args.concurrency,
-            progress=not args.no_progress,
+def _warn_if_random(info: ModelInfo) -> None:
+    if info.random_weights:
+        print(
+            f"warning: the server's model ({info.checkpoint}) has random weights: its predictions are noise "
+            "(built with RANDOM= or beit-build --random; build a trained checkpoint for real labels)",
+            file=sys.stderr,
         )
-        print(f"{report.written} written, {report.skipped} already done", file=sys.stderr)
-        return _report_failures(report.failures)
-    outcomes = client.classify(sources, args.top_k, return_exceptions=True)
-    failures = []
-    for source, outcome in zip(sources, outcomes, strict=True):
-        if isinstance(outcome, BeitClientError):
-            failures.append((source, outcome))
-        elif args.json:
-            print(
-                json.dumps({"source": source, "predictions": _prediction_dicts(outcome)}, ensure_ascii=False)
-            )
-        else:
-            _print_table(source, outcome, sys.stdout)
-    return _report_failures(failures)
+
+
+def _sources(args: argparse.Namespace) -> list[str] | None:
+    """The images the command names, or None (with the reason on stderr) when a folder holds none."""
+    empty = folders_without_images(args.sources)
+    for folder in empty:
+        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+        print(f"beit-client: error: no image files in {folder} (looked for {extensions})", file=sys.stderr)
+    return None if empty else collect_sources(args.sources)
+
+
+def _prepare_output(output: Path) -> bool:
+    """Creates the folder `output` goes into; False (with the reason on stderr) when that is impossible or
+    it cannot be written, so nothing is sent for results that could not be kept."""
+    folder = output.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"beit-client: error: cannot create {folder} for {output}: {e.strerror or e}", file=sys.stderr)
+        return False
+    if not os.access(folder, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        print(f"beit-client: error: {output} cannot be written", file=sys.stderr)
+        return False
+    return True
+
+
+def _classify(client: BeitClient, args: argparse.Namespace) -> int:
+    sources = _sources(args)
+    if sources is None:
+        return EXIT_FAILED
+    output = None if args.output is None else Path(args.output)
+    if output is not None and not _prepare_output(output):
+        return EXIT_FAILED
+    _warn_if_random(client.model_info())
+    if output is None:
+        return _classify_to_stdout(client, sources, args)
+    job = BatchJob(
+        client,
+        sources,
+        output,
+        top_k=args.top_k,
+        concurrency=args.concurrency,
+        progress=not args.no_progress,
+    )
+    try:
+        report = job.run()
+    except KeyboardInterrupt:
+        print(
+            f"beit-client: interrupted: {job.report.written} written to {output}; run the same command "
+            "again to finish",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    for failure in report.failures:
+        _print_failure(failure)
+    print(f"{report.written} written, {report.skipped} already done", file=sys.stderr)
+    return _failed_summary(len(report.failures))
+
+
+def _classify_to_stdout(client: BeitClient, sources: list[str], args: argparse.Namespace) -> int:
+    """Prints each image's result as soon as it and every image before it are answered, so the output is in
+    input order and streams; a progress bar on stderr when stdout is a file or a pipe."""
+    waiting: dict[int, tuple[list[str], list[Outcome]]] = {}
+    next_start = 0
+    failures = 0
+    groups = classified_groups(client, sources, top_k=args.top_k, concurrency=args.concurrency)
+    show_bar = not args.no_progress and not sys.stdout.isatty()
+    with tqdm(total=len(sources), unit="img", disable=not show_bar) as bar, closing(groups):
+        for start, group, outcomes in groups:
+            waiting[start] = (group, outcomes)
+            while next_start in waiting:
+                ready, ready_outcomes = waiting.pop(next_start)
+                for offset, (source, outcome) in enumerate(zip(ready, ready_outcomes, strict=True)):
+                    if isinstance(outcome, BeitClientError):
+                        failures += 1
+                        _print_failure(Failure(next_start + offset, source, outcome))
+                    elif args.json:
+                        print(_result_line(source, outcome))
+                    else:
+                        _print_table(source, outcome, sys.stdout)
+                sys.stdout.flush()
+                next_start += len(ready)
+            bar.update(len(group))
+    return _failed_summary(failures)
 
 
 def _embed(client: BeitClient, args: argparse.Namespace) -> int:
-    sources = collect_sources(args.sources)
+    sources = _sources(args)
+    if sources is None:
+        return EXIT_FAILED
+    output = None if args.output is None else Path(args.output)
+    if output is not None and not _prepare_output(output):
+        return EXIT_FAILED
     outcomes = client.embed(sources, return_exceptions=True)
-    failures = [(s, o) for s, o in zip(sources, outcomes, strict=True) if isinstance(o, BeitClientError)]
+    failures = [
+        Failure(index, source, outcome)
+        for index, (source, outcome) in enumerate(zip(sources, outcomes, strict=True))
+        if isinstance(outcome, BeitClientError)
+    ]
     succeeded = [(s, o) for s, o in zip(sources, outcomes, strict=True) if not isinstance(o, BeitClientError)]
-    if args.output is None:
+    for failure in failures:
+        _print_failure(failure)
+    if output is None:
         for source, vector in succeeded:
             print(json.dumps({"source": source, "embedding": vector.tolist()}))
-        return _report_failures(failures)
-    output = Path(args.output)
+        return _failed_summary(len(failures))
     vectors = np.stack([vector for _, vector in succeeded]) if succeeded else np.empty((0, 0), np.float32)
     np.save(output, vectors)
     # Row i of the array belongs to line i of the list.
@@ -194,18 +358,22 @@ def _embed(client: BeitClient, args: argparse.Namespace) -> int:
     print(
         f"{len(succeeded)} embeddings {vectors.shape} -> {output}, sources -> {sources_file}", file=sys.stderr
     )
-    return _report_failures(failures)
+    return _failed_summary(len(failures))
 
 
 def _health(client: BeitClient, args: argparse.Namespace) -> int:
     live, ready = client.live(), client.ready()
+    if ready:
+        # Triton's metrics port answers the health routes with 200 too; its model config tells them apart.
+        client.model_info()
     print(f"server: {client.url}\nlive: {live}\nready: {ready}")
     return 0 if live and ready else 1
 
 
 def _info(client: BeitClient, args: argparse.Namespace) -> int:
-    info = dataclasses.asdict(client.model_info())
-    print(json.dumps(info, indent=2))
+    info = client.model_info()
+    _warn_if_random(info)
+    print(json.dumps(dataclasses.asdict(info), indent=2))
     return 0
 
 
@@ -221,7 +389,12 @@ def _headers(values: Sequence[str]) -> dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument("--url", default=DEFAULT_URL, help="http(s):// or grpc(s):// server URL")
+    connection.add_argument(
+        "--url",
+        default=DEFAULT_URL,
+        help="the server: http(s)://HOST:PORT (Triton's HTTP port, 8000 by default) or grpc(s)://HOST:PORT "
+        "(its gRPC port, 8001 by default); default %(default)s",
+    )
     connection.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request")
     connection.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES)
     connection.add_argument("--header", action="append", default=[], help="NAME:VALUE, repeatable")
@@ -231,13 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("sources", nargs="+", metavar="PATH_OR_URL", help="image files, folders or URLs")
     images.add_argument("--concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY, help="requests in flight")
 
-    parser = argparse.ArgumentParser(prog="beit-client", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="beit-client",
+        description=__doc__.split("\n")[0],
+        epilog="Exit status: 0 all done, 1 an image or the server failed, 2 usage error, 130 interrupted.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     classify = commands.add_parser("classify", parents=[connection, images], help="top-k labels per image")
     classify.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     classify.add_argument("--json", action="store_true", help="JSON lines instead of tables")
-    classify.add_argument("--output", help="append JSON lines here; a rerun skips images already there")
-    classify.add_argument("--no-progress", action="store_true", help="no progress bar with --output")
+    classify.add_argument(
+        "--output", help="append JSON lines here (its folder is created); a rerun skips images already there"
+    )
+    classify.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown with --output or piped stdout)"
+    )
     embed = commands.add_parser("embed", parents=[connection, images], help="embedding per image")
     embed.add_argument("--output", help="a .npy file; the sources go alongside as .txt, one per row")
     commands.add_parser("health", parents=[connection], help="is the server live and the model ready")
@@ -269,20 +450,41 @@ def main(
     *,
     make_client: Callable[[argparse.Namespace], BeitClient] = _make_client,
 ) -> int:
-    """Runs one command; `make_client` lets tests and embedding programs supply their own client."""
+    """Runs one command and returns its exit status; `make_client` lets tests and embedding programs supply
+    their own client. Errors are one line on stderr. On Ctrl-C it returns EXIT_INTERRUPTED at once, with
+    requests still in flight and the client left open: closing it would wait for them."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         client = make_client(args)
     except (ValueError, argparse.ArgumentTypeError) as e:
         parser.error(str(e))
-    with client:
-        try:
-            return _COMMANDS[args.command](client, args)
-        except BeitClientError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+    try:
+        code = _COMMANDS[args.command](client, args)
+    except KeyboardInterrupt:
+        print("beit-client: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BeitClientError as e:
+        client.close()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    client.close()
+    return code
+
+
+def run() -> None:
+    """The `beit-client` program: `main`, then exit. After Ctrl-C the process ends at once, what it wrote
+    flushed, instead of waiting for the requests in flight (the interpreter would join their threads)."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:
+                pass
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -100,10 +100,11 @@ def _preprocess_and_stack(
 
 
 def _request_error(results: Sequence[object]) -> InvalidImageError | None:
-    """A request fails with its first failing image's error, naming the image's index; or when empty."""
+    """A request fails with its first failing image's error, naming the image's index when it holds several
+    (the caller knows which image a request of one was); or when empty."""
     for index, result in enumerate(results):
         if isinstance(result, InvalidImageError):
-            return type(result)(f"image {index} of the request: {result}")
+            return type(result)(f"image {index} of the request: {result}") if len(results) > 1 else result
     return InvalidImageError("the request holds no image") if not results else None
 
 

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from beit_preprocessing._errors import (
     EmptyImageError,
@@ -97,18 +97,26 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except _BOMB_ERRORS as e:
         raise TooManyPixelsError(f"the image has too many pixels (decompression-bomb guard): {e}") from e
     except Exception as e:
-        # Pillow's plugins raise many types for malformed headers (OSError, SyntaxError, struct.error, ...).
+        # No opener recognized the bytes: Pillow's own message only adds the repr of the buffer it read.
+        # Other types (OSError, SyntaxError, struct.error, ...) come from a malformed header and say where.
+        detail = "" if isinstance(e, UnidentifiedImageError) else f": {e}"
         raise UndecodableImageError(
-            f"not an image in a supported format ({', '.join(SUPPORTED_FORMATS)}): {e}"
+            f"not an image in a supported format ({', '.join(SUPPORTED_FORMATS)}){detail}"
         ) from e
     width, height = image.size
     # Checked from the header alone, before any pixel data is decoded.
     if width * height > max_pixels:
         image.close()
-        raise TooManyPixelsError(
-            f"the image is {width}x{height} = {width * height} pixels, more than the {max_pixels} allowed"
-        )
+        raise TooManyPixelsError(_too_many_pixels_message(width, height, max_pixels))
     return image
+
+
+def _too_many_pixels_message(width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"the image is {width}x{height} = {width * height:,} pixels, more than the {max_pixels:,} allowed "
+        f"(max_pixels); to accept larger images, raise the max_pixels parameter of the beit_preprocess model "
+        f"config on the server, and beit_preprocessing.DEFAULT_MAX_PIXELS for client-side preprocessing"
+    )
 
 
 def _from_base64_text(data: bytes) -> bytes | None:

@@ -54,6 +54,7 @@ class GRPCTransport(Transport):
     """tritonclient's gRPC client is thread safe: one channel serves every thread."""
 
     def __init__(self, url: ServerURL, *, timeout: float, tls: TLSConfig | None) -> None:
+        self._url = url
         self._timeout = timeout
         self._client = grpcclient.InferenceServerClient(url.authority, **_client_options(url, tls))
 
@@ -61,7 +62,7 @@ class GRPCTransport(Transport):
         return self._timeout if timeout is None else timeout
 
     def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
-        with translate_transport_errors(request.model, request.request_id):
+        with translate_transport_errors(request.model, request.request_id, url=self._url):
             result = self._client.infer(
                 request.model,
                 _build_inputs(request),
@@ -73,28 +74,28 @@ class GRPCTransport(Transport):
             return _read_outputs(request, result)
 
     def server_live(self, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(url=self._url):
             live = self._client.is_server_live(
                 headers=_metadata(headers), client_timeout=self._seconds(timeout)
             )
             return bool(live)
 
     def server_ready(self, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(url=self._url):
             ready = self._client.is_server_ready(
                 headers=_metadata(headers), client_timeout=self._seconds(timeout)
             )
             return bool(ready)
 
     def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors(model):
+        with translate_transport_errors(model, url=self._url):
             ready = self._client.is_model_ready(
                 model, headers=_metadata(headers), client_timeout=self._seconds(timeout)
             )
             return bool(ready)
 
     def model_config(self, model: str, headers: Mapping[str, str], timeout: float | None) -> ModelConfig:
-        with translate_transport_errors(model):
+        with translate_transport_errors(model, url=self._url):
             response = self._client.get_model_config(
                 model, headers=_metadata(headers), as_json=True, client_timeout=self._seconds(timeout)
             )
@@ -107,6 +108,7 @@ class GRPCTransport(Transport):
 
 class AsyncGRPCTransport(AsyncTransport):
     def __init__(self, url: ServerURL, *, timeout: float, tls: TLSConfig | None) -> None:
+        self._url = url
         self._timeout = timeout
         self._client = aiogrpcclient.InferenceServerClient(url.authority, **_client_options(url, tls))
 
@@ -114,7 +116,7 @@ class AsyncGRPCTransport(AsyncTransport):
         return self._timeout if timeout is None else timeout
 
     async def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
-        with translate_transport_errors(request.model, request.request_id):
+        with translate_transport_errors(request.model, request.request_id, url=self._url):
             result = await self._client.infer(
                 request.model,
                 _build_inputs(request),
@@ -126,21 +128,21 @@ class AsyncGRPCTransport(AsyncTransport):
             return _read_outputs(request, result)
 
     async def server_live(self, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(url=self._url):
             live = await self._client.is_server_live(
                 headers=_metadata(headers), client_timeout=self._seconds(timeout)
             )
             return bool(live)
 
     async def server_ready(self, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(url=self._url):
             ready = await self._client.is_server_ready(
                 headers=_metadata(headers), client_timeout=self._seconds(timeout)
             )
             return bool(ready)
 
     async def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors(model):
+        with translate_transport_errors(model, url=self._url):
             ready = await self._client.is_model_ready(
                 model, headers=_metadata(headers), client_timeout=self._seconds(timeout)
             )
@@ -149,7 +151,7 @@ class AsyncGRPCTransport(AsyncTransport):
     async def model_config(
         self, model: str, headers: Mapping[str, str], timeout: float | None
     ) -> ModelConfig:
-        with translate_transport_errors(model):
+        with translate_transport_errors(model, url=self._url):
             response = await self._client.get_model_config(
                 model, headers=_metadata(headers), as_json=True, client_timeout=self._seconds(timeout)
             )

@@ -106,7 +106,7 @@ class HTTPTransport(Transport):
         )
 
     def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
-        with translate_transport_errors(request.model, request.request_id):
+        with translate_transport_errors(request.model, request.request_id, url=self._url):
             result = self._client(request.timeout).infer(
                 request.model,
                 _build_inputs(request),
@@ -117,19 +117,19 @@ class HTTPTransport(Transport):
             return _read_outputs(request, result)
 
     def server_live(self, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(url=self._url):
             return bool(self._client(timeout).is_server_live(headers=dict(headers)))
 
     def server_ready(self, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(url=self._url):
             return bool(self._client(timeout).is_server_ready(headers=dict(headers)))
 
     def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors(model):
+        with translate_transport_errors(model, url=self._url):
             return bool(self._client(timeout).is_model_ready(model, headers=dict(headers)))
 
     def model_config(self, model: str, headers: Mapping[str, str], timeout: float | None) -> ModelConfig:
-        with translate_transport_errors(model):
+        with translate_transport_errors(model, url=self._url):
             config: ModelConfig = self._client(timeout).get_model_config(model, headers=dict(headers))
             return config
 
@@ -160,6 +160,7 @@ class AsyncHTTPTransport(AsyncTransport):
     """aiohttp's session timeout is per client; a per-call timeout is enforced around the await instead."""
 
     def __init__(self, url: ServerURL, *, timeout: float, tls: TLSConfig | None, concurrency: int) -> None:
+        self._url = url
         self._timeout = timeout
         tls_options: dict[str, Any] = {}
         if url.tls:
@@ -173,7 +174,7 @@ class AsyncHTTPTransport(AsyncTransport):
         return self._timeout if timeout is None else timeout
 
     async def infer(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
-        with translate_transport_errors(request.model, request.request_id):
+        with translate_transport_errors(request.model, request.request_id, url=self._url):
             result = await asyncio.wait_for(
                 self._client.infer(
                     request.model,
@@ -187,21 +188,21 @@ class AsyncHTTPTransport(AsyncTransport):
             return _read_outputs(request, result)
 
     async def server_live(self, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(url=self._url):
             live = await asyncio.wait_for(
                 self._client.is_server_live(headers=dict(headers)), self._seconds(timeout)
             )
             return bool(live)
 
     async def server_ready(self, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors():
+        with translate_transport_errors(url=self._url):
             ready = await asyncio.wait_for(
                 self._client.is_server_ready(headers=dict(headers)), self._seconds(timeout)
             )
             return bool(ready)
 
     async def model_ready(self, model: str, headers: Mapping[str, str], timeout: float | None) -> bool:
-        with translate_transport_errors(model):
+        with translate_transport_errors(model, url=self._url):
             ready = await asyncio.wait_for(
                 self._client.is_model_ready(model, headers=dict(headers)), self._seconds(timeout)
             )
@@ -210,7 +211,7 @@ class AsyncHTTPTransport(AsyncTransport):
     async def model_config(
         self, model: str, headers: Mapping[str, str], timeout: float | None
     ) -> ModelConfig:
-        with translate_transport_errors(model):
+        with translate_transport_errors(model, url=self._url):
             config: ModelConfig = await asyncio.wait_for(
                 self._client.get_model_config(model, headers=dict(headers)), self._seconds(timeout)
             )
