@@ -6,7 +6,8 @@ engine, in its order.
 2. Variable interpolation in values, not keys, for a given environment (`interpolate`, the Compose
    Specification's rules: `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`,
    `${VAR?err}`, `${VAR:+alt}`, `${VAR+alt}`, nesting in the default, `$$` for a literal `$`).
-3. The Compose Specification's JSON schema (`tests/schemas/compose-spec.json`, vendored), via `jsonschema`.
+3. The Compose Specification's JSON schema, as check-jsonschema (pinned in the `dev` extra) vendors it, via
+   `jsonschema`.
 4. The consistency checks Compose makes on the model: an image or a build for each service, declared volumes,
    known `depends_on` services, healthcheck forms, one mount per target.
 
@@ -22,13 +23,16 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jsonschema
 import yaml
 
-SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
+# Vendored by check-jsonschema 0.39.0 from the Compose Specification (compose-go's schema/compose-spec.json),
+# with its sha256 (vendor/sha256/compose-spec.sha256) and license (vendor/licenses/LICENSE.compose-spec).
+SCHEMA_FILE = Path(str(files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"))
 
 _NAME = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*")
 # Longest first: ":-" must not be read as ":" followed by a default.
