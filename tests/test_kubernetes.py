@@ -400,11 +400,9 @@ def test_image_tags_are_in_step_with_docker_compose(manifests: dict[str, dict[st
     used = set(images(list(manifests.values()))) | set(
         images(load(KUBERNETES / "kserve" / "inferenceservice.yaml"))
     )
-    assert used == {
-        services["triton"]["image"],
-        services["build"]["image"],
-        f"beit-triton/gateway:{tag}",
-    }
+    # The gateway's compose service arrives with issue 10; until then its image follows the same pattern.
+    gateway = services["gateway"]["image"] if "gateway" in services else f"beit-triton/gateway:{tag}"
+    assert used == {services["triton"]["image"], services["build"]["image"], gateway}
     assert all(image.endswith(f":{tag}") for image in used)
 
 
@@ -417,10 +415,11 @@ def test_the_gateway_reaches_tritons_grpc_service_and_is_probed_on_health_and_re
     deployment = by_kind(manifests, "Deployment", "beit-gateway")
     gateway = container(deployment, "gateway")
     (port,) = gateway["ports"]
-    assert int(flag(gateway["command"], "port")) == port["containerPort"] == 8080
+    assert "command" not in gateway  # the image's ENTRYPOINT, beit-gateway, takes these arguments
+    assert int(flag(gateway["args"], "port")) == port["containerPort"] == 8080
     triton = by_kind(manifests, "Service", "beit-triton")
     grpc_port = {p["name"]: p["port"] for p in triton["spec"]["ports"]}["grpc"]
-    assert flag(gateway["command"], "triton-url") == f"grpc://{triton['metadata']['name']}:{grpc_port}"
+    assert flag(gateway["args"], "triton-url") == f"grpc://{triton['metadata']['name']}:{grpc_port}"
     assert gateway["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     service = by_kind(manifests, "Service", "beit-gateway")
