@@ -14,6 +14,8 @@ from beit_repository import model_config
 from beit_repository.names import EMBEDDED_VARIANT, PREPROCESS_MODEL, VARIANTS_DIRECTORY
 from tests.checkpoints import save_tiny_checkpoint
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -56,6 +58,18 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120)
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"{url} was not ready in time")
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout as the wheel a user installs (tests/test_wheel_install.py, tests/test_images.py)."""
+    import sys
+
+    directory = tmp_path_factory.mktemp("wheel")
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(directory), ROOT]
+    subprocess.run([str(part) for part in command], check=True, cwd=directory)
+    (built,) = directory.glob("beit_triton-*.whl")
+    return built
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,9 @@ TEMPLATE = ROOT / "model_repository"
 """The committed model repository template (configs and Python-backend models, no artifacts)."""
 BUILT_REPOSITORY = ROOT / DEFAULT_REPOSITORY
 """Where the compose steps write and Triton reads the built repository, as a host path."""
+OUTPUT = BUILT_REPOSITORY.parent
+"""What the build and tensorrt steps mount and hand to the checkout's owner."""
 TRITON_DOCKERFILE = ROOT / "build" / "Dockerfile.triton"
-# What the Python-backend models import of beit_repository, copied file by file into the Triton image.
-IMAGE_REPOSITORY_FILES = ("__init__.py", "names.py")
 
 
 def compose_config(**env: str) -> dict[str, Any]:
@@ -62,8 +62,10 @@ def gpu_reserved(service: dict[str, Any]) -> bool:
 
 
 def triton_flag(service: dict[str, Any], flag: str) -> str:
-    (value,) = [arg.split("=", 1)[1] for arg in service["command"] if arg.startswith(f"--{flag}=")]
-    return value
+    """The value after `--flag` in the service's command (one occurrence)."""
+    command = service["command"]
+    assert command.count(f"--{flag}") == 1, (flag, command)
+    return str(command[command.index(f"--{flag}") + 1])
 
 
 def load_plan_args() -> ModuleType:
@@ -103,8 +105,29 @@ def test_triton_reserves_gpus_publishes_its_ports_and_checks_readiness(services:
     assert published_ports(triton) == {8000, 8001, 8002}
     assert (triton_flag(triton, "http-port"), triton_flag(triton, "grpc-port")) == ("8000", "8001")
     assert triton_flag(triton, "metrics-port") == "8002"
-    health = " ".join(triton["healthcheck"]["test"])
-    assert "http://localhost:8000/v2/health/ready" in health
+    # The reliability contract: healthy only when a real classification answers (beit-serve probe).
+    assert triton["healthcheck"]["test"] == [
+        "CMD",
+        "beit-serve",
+        "probe",
+        "--url",
+        f"http://127.0.0.1:{triton_flag(triton, 'http-port')}",
+        "--timeout",
+        "10",
+    ]
+
+
+def test_triton_runs_the_containers_tritonserver_under_beit_serve_with_room_for_engine_builds(
+    services: dict[str, Any],
+) -> None:
+    triton = services["triton"]
+    assert triton["command"][0] == "beit-serve"
+    assert triton_flag(triton, "tritonserver") == "/opt/tritonserver/bin/tritonserver"
+    assert triton_flag(triton, "backend-directory") == "/opt/tritonserver/backends"
+    # Engine builds happen before Triton listens: neither beit-serve's readiness wait nor the healthcheck's
+    # start period may run out first (minutes per GPU for BEiT-large).
+    assert float(triton_flag(triton, "ready-timeout")) >= 30 * 60
+    assert triton["healthcheck"]["start_period"] == "30m"
 
 
 def test_the_schema_rejects_what_compose_rejects() -> None:
@@ -159,7 +182,7 @@ def test_triton_serves_the_repository_read_only_and_caches_engines_on_a_volume(
 
     triton = services["triton"]
     mounts = volumes(triton)
-    repository = triton_flag(triton, "model-repository")
+    repository = triton_flag(triton, "repository")
     assert mounts[repository] == Mount("bind", str(BUILT_REPOSITORY), read_only=True)
     cache_path = tensorrt_accelerator(model_config.read(TEMPLATE / "beit_model" / "config.pbtxt"))[
         "trt_engine_cache_path"
@@ -174,9 +197,10 @@ def test_model_config_name_defaults_to_config_pbtxt_and_selects_tensorrt_on_requ
 ) -> None:
     # "config" has no configs/config.pbtxt anywhere (test_model_configs keeps it so): config.pbtxt loads.
     assert triton_flag(services["triton"], "model-config-name") == "config"
-    chosen = compose_config(TRITON_MODEL_CONFIG="tensorrt")["services"]["triton"]
-    assert triton_flag(chosen, "model-config-name") == "tensorrt"
-    assert (TEMPLATE / "beit_model" / "configs" / "tensorrt.pbtxt").is_file()
+    for variant in ("tensorrt", "cpu"):
+        chosen = compose_config(TRITON_MODEL_CONFIG=variant)["services"]["triton"]
+        assert triton_flag(chosen, "model-config-name") == variant
+        assert (TEMPLATE / "beit_model" / "configs" / f"{variant}.pbtxt").is_file()
 
 
 def test_build_step_writes_the_repository_from_the_chosen_checkpoint(services: dict[str, Any]) -> None:
@@ -185,7 +209,8 @@ def test_build_step_writes_the_repository_from_the_chosen_checkpoint(services: d
     command = build["command"]
     assert command[command.index("--model") + 1] == "microsoft/beit-base-patch16-224-pt22k-ft22k"
     target = command[command.index("--repository") + 1]
-    assert volumes(build)[target] == Mount("bind", str(BUILT_REPOSITORY), read_only=False)
+    assert target == "/workspace/output/model_repository"
+    assert volumes(build)["/workspace/output"] == Mount("bind", str(OUTPUT), read_only=False)
     hf_cache = volumes(build)["/root/.cache/huggingface"]
     assert hf_cache.type == "volume" and hf_cache.source in compose_config()["volumes"]
     assert build["environment"]["HF_TOKEN"] == ""
@@ -197,7 +222,35 @@ def test_tensorrt_step_has_a_gpu_and_writes_into_the_repository(services: dict[s
     tensorrt = services["tensorrt"]
     assert gpu_reserved(tensorrt)
     (target,) = tensorrt["command"]
-    assert volumes(tensorrt)[target] == Mount("bind", str(BUILT_REPOSITORY), read_only=False)
+    assert target == "/workspace/output/model_repository"
+    assert volumes(tensorrt)["/workspace/output"] == Mount("bind", str(OUTPUT), read_only=False)
+
+
+def dockerfile_entrypoint(name: str) -> list[str]:
+    (line,) = [ln for ln in (ROOT / "build" / name).read_text().splitlines() if ln.startswith("ENTRYPOINT ")]
+    entrypoint: list[str] = json.loads(line.removeprefix("ENTRYPOINT "))
+    return entrypoint
+
+
+@pytest.mark.parametrize(
+    ("service", "dockerfile"), [("build", "Dockerfile.build"), ("tensorrt", "Dockerfile.tensorrt")]
+)
+def test_steps_that_write_on_the_host_hand_their_output_to_the_checkouts_owner(
+    services: dict[str, Any], service: str, dockerfile: str
+) -> None:
+    """They run as root in the container; run_as_owner.sh gives what they wrote to the owner of the mounted
+    checkout (tests/test_images.py runs it)."""
+    entrypoint = dockerfile_entrypoint(dockerfile)
+    assert entrypoint[:3] == ["run_as_owner.sh", "/project", "/workspace/output"]
+    mounts = volumes(services[service])
+    assert mounts["/project"] == Mount("bind", str(ROOT), read_only=True)
+    assert mounts["/workspace/output"] == Mount("bind", str(OUTPUT), read_only=False)
+    assert (
+        "COPY build/run_as_owner.sh /usr/local/bin/run_as_owner.sh"
+        in (ROOT / "build" / dockerfile).read_text()
+    )
+    ignore = (ROOT / "build" / f"{dockerfile}.dockerignore").read_text().splitlines()
+    assert "!build/run_as_owner.sh" in ignore
 
 
 def test_locust_targets_triton_and_waits_for_it(services: dict[str, Any]) -> None:
@@ -241,13 +294,40 @@ def test_grafana_dashboard_uses_the_provisioned_datasource_and_tritons_metric_na
         assert metric in exprs
 
 
-def test_triton_and_tensorrt_images_are_the_same_release() -> None:
-    def base(name: str) -> str:
-        (line,) = [ln for ln in (ROOT / "build" / name).read_text().splitlines() if ln.startswith("FROM ")]
-        return line.split(":")[-1]
+def dockerfile_tag_default(name: str) -> str:
+    (default,) = re.findall(r"^ARG TRITON_TAG=(\S+)$", (ROOT / "build" / name).read_text(), re.MULTILINE)
+    return default
 
-    # A plan only deserializes in the TensorRT version that built it.
-    assert base("Dockerfile.triton") == base("Dockerfile.tensorrt") == "24.10-py3"
+
+def compose_tag_defaults() -> set[str]:
+    return set(re.findall(r"\$\{TRITON_TAG:-([^}]+)\}", COMPOSE_FILE.read_text()))
+
+
+def test_one_triton_tag_variable_sets_both_base_images_and_every_image_tag(services: dict[str, Any]) -> None:
+    """TRITON_TAG, one default everywhere: a plan only deserializes in the TensorRT version that built it."""
+    (tag,) = compose_tag_defaults()
+    assert tag == dockerfile_tag_default("Dockerfile.triton") == dockerfile_tag_default("Dockerfile.tensorrt")
+    for name in ("Dockerfile.triton", "Dockerfile.tensorrt"):
+        (base,) = [ln for ln in (ROOT / "build" / name).read_text().splitlines() if ln.startswith("FROM ")]
+        assert base.endswith(":${TRITON_TAG}-py3"), base
+    built = {name: service for name, service in services.items() if "build" in service}
+    assert {"triton", "build", "tensorrt", "locust-master", "locust-worker"} <= set(built)
+    assert all(service["image"].endswith(f":{tag}") for service in built.values())
+    for name in ("triton", "tensorrt"):
+        assert built[name]["build"]["args"] == {"TRITON_TAG": tag}
+    other = compose_config(TRITON_TAG="26.07")["services"]
+    assert other["triton"]["image"] == "beit-triton/tritonserver:26.07"
+    assert other["tensorrt"]["build"]["args"] == {"TRITON_TAG": "26.07"}
+
+
+def test_the_triton_release_runs_this_projects_python() -> None:
+    """26.06's container Python is 3.12 (server r26.06 docs/introduction/compatibility.md: Python 3.12.3 from
+    24.12 on; 24.10's was 3.10, which requires-python refused)."""
+    requires = re.search(r'requires-python = ">=3\.(\d+),<3\.(\d+)"', (ROOT / "pyproject.toml").read_text())
+    assert requires is not None
+    low, high = int(requires.group(1)), int(requires.group(2))
+    assert dockerfile_tag_default("Dockerfile.triton") >= "24.12"
+    assert low <= 12 < high
 
 
 def third_party_imports(path: Path) -> set[str]:
@@ -260,49 +340,24 @@ def third_party_imports(path: Path) -> set[str]:
     return names - set(sys.stdlib_module_names) - {"__future__"}
 
 
-def test_triton_image_installs_everything_the_preprocessor_imports() -> None:
+def test_triton_image_installs_this_project_non_editable_with_no_extra() -> None:
+    """The Python backend's stub runs the container's Python: the project installed into it carries
+    beit_preprocessing and beit_repository, and its pins (Pillow among them) are the ones the tests run.
+    tests/test_images.py installs the same way and runs the image's commands."""
+    dockerfile = TRITON_DOCKERFILE.read_text()
+    assert re.findall(r"pip install ([^\n&]+)", dockerfile) == [". \\"]
     sources = [
         TEMPLATE / "beit_preprocess" / "1" / "model.py",
         *sorted((ROOT / "client" / "beit_preprocessing").glob("*.py")),
-        *[ROOT / "client" / "beit_repository" / name for name in IMAGE_REPOSITORY_FILES],
+        ROOT / "client" / "beit_repository" / "names.py",
     ]
-    missing = [path for path in sources if not path.is_file()]
-    assert sources[0].is_file() and len(sources) > 1, f"preprocessor sources not written yet: {missing}"
     imports = set().union(*(third_party_imports(path) for path in sources))
-    dockerfile = TRITON_DOCKERFILE.read_text()
-    pip_installs = " ".join(re.findall(r"pip install ([^\n&]+)", dockerfile)).lower()
-
-    def pip_installed(distribution: str) -> bool:
-        return f"{distribution}==" in pip_installs
-
-    def copied(package: str) -> bool:
-        return re.search(rf"^COPY client/{package}[/ ]", dockerfile, re.MULTILINE) is not None
-
-    # How each import reaches the Triton image. numpy ships with it (the Python backend needs it),
-    # triton_python_backend_utils comes with the Python backend.
-    provided_by_image = {"numpy", "triton_python_backend_utils"}
-    installed = {
-        "PIL": pip_installed("pillow"),
-        "beit_preprocessing": copied("beit_preprocessing"),
-        "beit_repository": copied("beit_repository"),
-    }
-    unknown = imports - provided_by_image - set(installed)
-    assert not unknown, f"the preprocessor imports {unknown}: install them in {TRITON_DOCKERFILE.name}"
-    assert all(installed[name] for name in imports & set(installed)), installed
+    base_dependencies = {"numpy", "PIL"}  # numpy==, pillow== in [project] dependencies
+    wheel_packages = {"beit_preprocessing", "beit_repository"}
+    assert imports <= base_dependencies | wheel_packages | {"triton_python_backend_utils"}, imports
     ignore = (ROOT / "build" / "Dockerfile.triton.dockerignore").read_text().splitlines()
-    assert "!client/beit_preprocessing/" in ignore
-    for name in IMAGE_REPOSITORY_FILES:
-        assert f"client/beit_repository/{name}" in dockerfile
-        assert f"!client/beit_repository/{name}" in ignore
-
-
-def test_triton_image_runs_the_pillow_release_the_tests_run() -> None:
-    """Preprocessing is bit-exact to the checkpoint's processor only as tested: with one Pillow release."""
-    (image_pin,) = re.findall(r"pillow==([\d.]+)", TRITON_DOCKERFILE.read_text())
-    project_pins = re.findall(r'"pillow==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
-    import PIL
-
-    assert project_pins == [image_pin] == [PIL.__version__]
+    for needed in ("!pyproject.toml", "!README.md", "!model_repository/", "!client/", "!serve/"):
+        assert needed in ignore
 
 
 def tiny_onnx(path: Path, *, layer_norms: int, height: int | str = 224) -> Path:

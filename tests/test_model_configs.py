@@ -19,6 +19,7 @@ from beit_repository.model_config import ModelConfig
 from beit_repository.names import (
     CLASSIFY_MODEL,
     CONFIG_FILE,
+    CPU_VARIANT,
     DEFAULT_VARIANT,
     EMBED_MODEL,
     EMBEDDED_VARIANT,
@@ -34,8 +35,10 @@ from beit_repository.template import template_directory
 TEMPLATE = template_directory()
 GPU_VARIANTS = (DEFAULT_VARIANT, TENSORRT_VARIANT)
 
-# Every key the onnxruntime backend of Triton 24.10 accepts for the "tensorrt" accelerator; it refuses to
-# load a model on any other (triton-inference-server/onnxruntime_backend, branch r24.10, src/onnxruntime.cc).
+# Every key the onnxruntime backend of Triton 26.06 accepts for the "tensorrt" accelerator; it refuses to
+# load a model on any other ("unknown parameter ... is provided for TensorRT Execution Accelerator").
+# triton-inference-server/onnxruntime_backend, branch r26.06, src/onnxruntime.cc lines 479-711; the same keys
+# as r24.10 (checked side by side).
 ORT_TENSORRT_KEYS = frozenset(
     {
         "precision_mode",
@@ -72,8 +75,8 @@ ORT_TENSORRT_KEYS = frozenset(
         "trt_ep_context_embed_mode",
     }
 )
-# BF16 only arrived in later releases of the backend; 24.10 rejects it.
-ORT_PRECISION_MODES = frozenset({"FP32", "FP16", "INT8"})
+# r26.06 src/onnxruntime.cc lines 479-496 (BF16 arrived after r24.10, which refused it).
+ORT_PRECISION_MODES = frozenset({"FP32", "FP16", "BF16", "INT8"})
 
 
 def variants(model: str, repository: Path = TEMPLATE) -> dict[str, ModelConfig]:
@@ -206,6 +209,10 @@ def test_gpu_variants_run_on_gpus_and_embedded_variants_on_cpus() -> None:
                 assert not kinds, f"{model}: ensembles take no instance_group"
             elif variant_name == EMBEDDED_VARIANT or config.backend == "python":
                 assert kinds == {model_config_pb2.ModelInstanceGroup.KIND_CPU}, (model, variant_name)
+            elif variant_name == CPU_VARIANT:
+                assert config.backend == "onnxruntime", (model, variant_name)
+                assert kinds == {model_config_pb2.ModelInstanceGroup.KIND_CPU}, (model, variant_name)
+                assert not config.optimization.execution_accelerators.gpu_execution_accelerator
             elif model == NETWORK_MODEL:
                 assert variant_name in GPU_VARIANTS
                 assert kinds == {model_config_pb2.ModelInstanceGroup.KIND_GPU}, (model, variant_name)
@@ -227,6 +234,43 @@ def test_onnxruntime_tensorrt_accelerator_uses_only_keys_the_backend_accepts(bui
         assert parameters["precision_mode"] in ORT_PRECISION_MODES
         assert parameters["trt_engine_cache_enable"] in {"1", "true"}
         assert parameters["trt_engine_cache_path"].startswith("/")
+        # One instance per GPU: engines built one after another, the later instances load the first's.
+        assert parameters["trt_force_sequential_engine_build"] in {"1", "true"}
+
+
+def test_the_engine_cache_is_a_directory_named_by_the_hash_of_the_built_model(
+    tiny_repository: Path, tiny_384_repository: Path
+) -> None:
+    """ONNX Runtime keys a cached engine by graph structure, precision and GPU, never by weights: without a
+    directory per model, a second checkpoint of one architecture would load the first one's engine."""
+    import hashlib
+
+    root = tensorrt_accelerator(variants(NETWORK_MODEL)[DEFAULT_VARIANT])["trt_engine_cache_path"]
+    paths = []
+    for built in (tiny_repository, tiny_384_repository):
+        onnx_bytes = (built / NETWORK_MODEL / "1" / "model.onnx").read_bytes()
+        path = tensorrt_accelerator(variants(NETWORK_MODEL, built)[DEFAULT_VARIANT])["trt_engine_cache_path"]
+        assert path == f"{root}/{hashlib.sha256(onnx_bytes).hexdigest()[:16]}"
+        paths.append(path)
+    assert paths[0] != paths[1]
+    # The timing cache holds no weights: one for all models, at the root.
+    timing = tensorrt_accelerator(variants(NETWORK_MODEL, tiny_repository)[DEFAULT_VARIANT])
+    assert timing["trt_timing_cache_path"] == root
+
+
+def test_rebuilding_with_other_weights_of_the_same_architecture_moves_the_engine_cache(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    from beit_build import build_repository
+    from tests.checkpoints import save_tiny_checkpoint
+
+    repository = tmp_path / "repository"
+    before = None
+    for seed in (0, 1):
+        build_repository(save_tiny_checkpoint(tmp_path / f"seed-{seed}", seed=seed), repository)
+        after = tensorrt_accelerator(variants(NETWORK_MODEL, repository)[DEFAULT_VARIANT])
+        assert after["trt_engine_cache_path"] != before
+        before = after["trt_engine_cache_path"]
 
 
 def test_the_template_leaves_every_checkpoint_dependent_size_to_the_build() -> None:

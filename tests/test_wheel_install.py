@@ -36,14 +36,6 @@ def run(*command: str | Path, cwd: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", directory, ROOT, cwd=directory)
-    (built,) = directory.glob("beit_triton-*.whl")
-    return built
-
-
-@pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv with the wheel and its build and serve extras: what `pip install beit-triton[build,serve]`
     gives a user. Returns its bin/ directory."""

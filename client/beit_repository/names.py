@@ -32,6 +32,8 @@ EMBEDDED_VARIANT = "embedded"
 """The CPU variants the embedded server loads."""
 TENSORRT_VARIANT = "tensorrt"
 """beit_model as a TensorRT plan."""
+CPU_VARIANT = "cpu"
+"""beit_model in the Triton container's onnxruntime backend on CPU instances (clusters without GPUs)."""
 DEFAULT_VARIANT = "config"
 """No model has configs/config.pbtxt, so this name loads config.pbtxt (Triton refuses an empty name)."""
 
