@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import aiohttp
 import gevent
+from geventhttpclient.response import HTTPConnectionClosed
 from tritonclient.utils import InferenceServerException
 
 from .._exceptions import (
@@ -67,9 +68,12 @@ _TIMEOUT_TYPES: tuple[type[BaseException], ...] = (
     gevent.Timeout,
     aiohttp.ServerTimeoutError,
 )
-# Raised when no answer came at all: refused, reset, DNS failure, closed mid-response.
+# Raised when no answer came at all: refused, reset, DNS failure, closed mid-response. geventhttpclient's
+# HTTPConnectionClosed (an http.client.HTTPException, not an OSError) is a server closing the connection
+# before answering, as Triton 2.51 does to new HTTP requests once it is shutting down.
 _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     OSError,
+    HTTPConnectionClosed,
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
 )
