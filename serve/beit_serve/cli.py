@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             http_max_input_size=args.http_max_input_size,
             grpc_max_input_size=args.grpc_max_input_size,
             grpc_tls=tls,
-            key_headers=frozenset({args.key_header}) if args.admin_key else frozenset(),
+            keys=triton_restrictions,
         ),
         state,
     )

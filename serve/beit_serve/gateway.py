@@ -10,8 +10,14 @@ what Triton cannot know:
   other request a retryable 503 / UNAVAILABLE naming the reason;
 - a 500 / INTERNAL that Triton sends because a Python-backend stub died becomes that 503 / UNAVAILABLE
   (Triton 2.51 says "Stub process ... is not healthy" and keeps reporting ready, server#8604);
-- gRPC callers may send the access key under its plain name, as over HTTP; Triton checks it as
-  `triton-grpc-protocol-<name>` (its restricted-protocol header), which the gateway adds.
+- gRPC callers send the access key under its plain name, as over HTTP; Triton checks it as
+  `triton-grpc-protocol-<name>` (its restricted-protocol header), which the gateway adds. A gRPC call without
+  the right key is refused here with PERMISSION_DENIED: Triton 2.51 refuses it with UNAVAILABLE
+  (src/grpc/grpc_server.cc), which every client, ours included, would retry as a passing outage.
+
+- requests that Triton would answer with 500 / INTERNAL only because it cannot parse them (not JSON, a
+  BYTES element that is not a string, a non-integer `classification`, a message that is not the method's
+  protobuf) are refused with 400 / INVALID_ARGUMENT (`validation`).
 
 Everything else passes through unchanged: headers, status codes, bodies (compressed ones are inflated here,
 within the limit, so a small gzip body cannot expand inside Triton), gRPC metadata and streams.
@@ -22,8 +28,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,9 @@ import aiohttp
 import grpc
 from aiohttp import web
 from tritonclient.grpc import service_pb2
+
+from beit_serve.server import Restriction
+from beit_serve.validation import INFER_HEADER_LENGTH, grpc_request_problem, http_infer_problem
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +87,32 @@ class GrpcTLS:
             root_certificates=self.client_ca.read_bytes() if self.client_ca else None,
             require_client_auth=self.client_ca is not None,
         )
+
+
+GRPC_API_GROUPS: dict[str, tuple[str, ...]] = {
+    "health": ("ServerLive", "ServerReady", "ModelReady"),
+    "metadata": ("ServerMetadata", "ModelMetadata"),
+    "inference": ("ModelInfer", "ModelStreamInfer"),
+    "shared-memory": (
+        "SystemSharedMemoryStatus",
+        "SystemSharedMemoryRegister",
+        "SystemSharedMemoryUnregister",
+        "CudaSharedMemoryStatus",
+        "CudaSharedMemoryRegister",
+        "CudaSharedMemoryUnregister",
+    ),
+    "model-config": ("ModelConfig",),
+    "model-repository": ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"),
+    "statistics": ("ModelStatistics",),
+    "trace": ("TraceSetting",),
+    "logging": ("LogSettings",),
+}
+"""Triton's restricted API groups and the GRPCInferenceService methods in each (src/restricted_features.h,
+src/grpc/grpc_server.cc)."""
+
+
+def grpc_methods(restriction: Restriction) -> frozenset[str]:
+    return frozenset(GRPC_SERVICE + method for api in restriction.apis for method in GRPC_API_GROUPS[api])
 
 
 class ServingState:
@@ -129,6 +164,9 @@ def _error_json(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
+_INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
+
+
 def _is_readiness(path: str) -> bool:
     return path == HTTP_HEALTH_READY or (path.startswith("/v2/models/") and path.endswith("/ready"))
 
@@ -171,38 +209,29 @@ class HttpFront:
                 body = await self._read_body(request)
             except _TooLarge as too_large:
                 return await self._refuse_too_large(request, too_large)
-            except (zlib.error, ValueError) as error:
+            except (aiohttp.http_exceptions.ContentEncodingError, aiohttp.ClientPayloadError) as error:
                 return _error(400, f"the request body could not be decompressed: {error}")
+            if request.method == "POST" and _INFER_PATH.match(request.path):
+                problem = http_infer_problem(body, request.headers.get(INFER_HEADER_LENGTH))
+                if problem is not None:
+                    return _error(400, problem)
             return await self._forward(request, body)
         finally:
             self.state.leave()
 
     async def _read_body(self, request: web.Request) -> bytes:
+        """The body, inflated if it came compressed (aiohttp's reader inflates gzip and deflate as it
+        reads), refused as soon as it passes the limit."""
         limit = self.max_input_size
         if request.content_length is not None and request.content_length > limit:
             raise _TooLarge(request.content_length, exact=True)
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        inflater = None
-        if encoding in ("gzip", "deflate"):
-            inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib, by its header
-        elif encoding != "identity":
-            raise ValueError(f"unsupported Content-Encoding {encoding!r}")
         parts: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(1 << 16):
-            if inflater is not None:
-                chunk = inflater.decompress(chunk, limit + 1 - size)
-                if inflater.unconsumed_tail:
-                    raise _TooLarge(size + len(chunk), exact=False)
             size += len(chunk)
             if size > limit:
                 raise _TooLarge(size, exact=False)
             parts.append(chunk)
-        if inflater is not None:
-            parts.append(inflater.flush())
-            size += len(parts[-1])
-            if size > limit:
-                raise _TooLarge(size, exact=False)
         return b"".join(parts)
 
     async def _refuse_too_large(self, request: web.Request, too_large: _TooLarge) -> web.StreamResponse:
@@ -253,10 +282,11 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Forwards every method of Triton's GRPCInferenceService (and the gRPC health service) as raw bytes;
     the server's max_receive_message_length enforces the size limit before any handler runs."""
 
-    def __init__(self, state: ServingState, channel: Any, key_headers: frozenset[str]) -> None:
+    def __init__(self, state: ServingState, channel: Any, keys: tuple[Restriction, ...]) -> None:
         self.state = state
         self.channel = channel
-        self.key_headers = key_headers
+        self.key_headers = frozenset(key.header for key in keys)
+        self.keys = {method: key for key in keys for method in grpc_methods(key)}
 
     def service(self, handler_call_details: Any) -> Any:
         method: str = handler_call_details.method
@@ -289,10 +319,24 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]
             details = f"unavailable: a backend process died and is being restarted: {details}"
         await context.abort(code, details)
 
+    async def _check_key(self, method: str, context: Any) -> None:
+        key = self.keys.get(method)
+        if key is None:
+            return
+        sent = dict(context.invocation_metadata() or ())
+        if sent.get(key.header) != key.value and sent.get(GRPC_RESTRICTED_PREFIX + key.header) != key.value:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"This API is restricted, expecting header '{key.header}'"
+            )
+
     def _unary(self, method: str) -> Callable[[bytes, Any], Awaitable[bytes]]:
         call = self.channel.unary_unary(method)
 
         async def forward(request: bytes, context: Any) -> bytes:
+            await self._check_key(method, context)
+            problem = grpc_request_problem(method, request)
+            if problem is not None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
             refusal = self.state.refusal
             if refusal is not None and method != GRPC_SERVICE + "ServerLive":
                 return await self._refused(method, context, refusal)
@@ -313,6 +357,7 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]
         call = self.channel.stream_stream(method)
 
         async def forward(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+            await self._check_key(method, context)
             refusal = self.state.refusal
             if refusal is not None:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"unavailable: {refusal}")
@@ -338,8 +383,8 @@ class GatewayConfig:
     http_max_input_size: int
     grpc_max_input_size: int
     grpc_tls: GrpcTLS | None = None
-    key_headers: frozenset[str] = frozenset()
-    """Access-key header names (lower case) that gRPC callers may send without Triton's prefix."""
+    keys: tuple[Restriction, ...] = ()
+    """The access keys Triton enforces (its restricted APIs): gRPC calls are checked here too."""
 
 
 class Gateway:
@@ -392,9 +437,7 @@ class Gateway:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        self._grpc_server.add_generic_rpc_handlers(
-            (GrpcFront(self.state, self._channel, config.key_headers),)
-        )
+        self._grpc_server.add_generic_rpc_handlers((GrpcFront(self.state, self._channel, config.keys),))
         address = f"{config.address}:{config.grpc_port}"
         if config.grpc_tls is not None:
             self._grpc_server.add_secure_port(address, config.grpc_tls.credentials())
