@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -95,3 +96,28 @@ def beit_serve(repository: Path, *args: str, log: Path | None = None) -> Iterato
     finally:
         if log is not None and not isinstance(output, int):
             output.close()
+
+
+EXIT_LINE = re.compile(r"Shutting down \(exit code (\d+)\)")
+
+
+def run_locust(command: Sequence[str], log: Path, timeout: float, cwd: Path) -> int:
+    """Runs Locust to its end and returns its exit code. Locust with gRPC users (gevent) sometimes hangs at
+    interpreter exit after it has written everything and logged "Shutting down (exit code N)" (seen here
+    after a load shape stopped the test): past that line it gets 15 s, then is killed, and N is its code."""
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=cwd)
+        deadline = time.monotonic() + timeout
+        exited_at: float | None = None
+        while process.poll() is None:
+            if exited_at is None and (match := EXIT_LINE.search(log.read_text(errors="replace"))):
+                exited_at = time.monotonic()
+                code = int(match.group(1))
+            if (exited_at is not None and time.monotonic() - exited_at > 15) or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                if exited_at is None:
+                    raise TimeoutError(f"Locust ran past {timeout:.0f} s: {log}")
+                return code
+            time.sleep(0.5)
+        return process.returncode

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 from beit_repository.names import NETWORK_MODEL, PREPROCESS_MODEL
 from beit_serve.probe import ProbeFailed, probe
-from loadtest.beit_serve_process import BeitServe, beit_serve, readiness
+from loadtest.beit_serve_process import BeitServe, beit_serve, readiness, run_locust
 from loadtest.processes import stubs_of, triton_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,19 +171,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "--loglevel",
             "WARNING",
         ]
-        with (args.out / "locust.log").open("w") as log:
-            locust = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-            # Locust starts its users once it has imported everything and built its corpus: wait for load.
-            started = _wait_for_load(timeline_file, locust, serve)
-            for index, target in enumerate(targets):
-                fault_at = started + args.first_fault_s + index * args.between_s
-                time.sleep(max(0.0, fault_at - time.monotonic()))
-                killed, pid = kill(serve, target)
-                killed_at = time.monotonic()
-                result = FaultResult(target, killed, pid, round(killed_at - started, 2))
-                watch(serve, result, killed_at, killed_at + args.between_s - 2, args.watch_interval_s)
-                results.append(result)
-            locust_code = locust.wait(timeout=duration + 120)
+        outcome: list[int] = []
+        runner = threading.Thread(
+            target=lambda: outcome.append(run_locust(command, args.out / "locust.log", duration + 300, ROOT))
+        )
+        runner.start()
+        # Locust starts its users once it has imported everything and built its corpus: wait for load.
+        started = _wait_for_load(runner, serve)
+        for index, target in enumerate(targets):
+            fault_at = started + args.first_fault_s + index * args.between_s
+            time.sleep(max(0.0, fault_at - time.monotonic()))
+            killed, pid = kill(serve, target)
+            killed_at = time.monotonic()
+            result = FaultResult(target, killed, pid, round(killed_at - started, 2))
+            watch(serve, result, killed_at, killed_at + args.between_s - 2, args.watch_interval_s)
+            results.append(result)
+        runner.join()
+        locust_code = outcome[0] if outcome else None
     timeline = json.loads(timeline_file.read_text())
     requests = sum(v["requests"] for v in timeline["seconds"].values())
     failures = sum(v["failures"] for v in timeline["seconds"].values())
@@ -216,13 +219,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _wait_for_load(timeline_file: Path, locust: subprocess.Popen[bytes], serve: BeitServe) -> float:
+def _wait_for_load(runner: threading.Thread, serve: BeitServe) -> float:
     """When Locust's users started sending (it first imports and builds its corpus): the moment Triton's
     success count for `beit` moves (the statistics API, open without --admin-key)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if locust.poll() is not None:
-            raise RuntimeError(f"Locust exited with code {locust.returncode} before loading the server")
+        if not runner.is_alive():
+            raise RuntimeError("Locust ended before loading the server")
         if _statistics_requests(serve) > 0:
             return time.monotonic()
         time.sleep(0.2)

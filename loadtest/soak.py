@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from loadtest.beit_serve_process import BeitServe, beit_serve
+from loadtest.beit_serve_process import BeitServe, beit_serve, run_locust
 from loadtest.capacity import histogram_percentile
 from loadtest.processes import Sample, sample, shm_entries
 
@@ -56,7 +55,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def locust(serve: BeitServe, out: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+def locust(serve: BeitServe, out: Path, name: str, timeout: float, *args: str) -> int:
     command = [
         sys.executable,
         "-m",
@@ -72,9 +71,7 @@ def locust(serve: BeitServe, out: Path, name: str, *args: str) -> subprocess.Com
         "WARNING",
         *args,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    (out / f"{name}.log").write_text(result.stdout + result.stderr)
-    return result
+    return run_locust(command, out / f"{name}.log", timeout, ROOT)
 
 
 def find_capacity(serve: BeitServe, args: argparse.Namespace) -> dict[str, Any]:
@@ -83,6 +80,7 @@ def find_capacity(serve: BeitServe, args: argparse.Namespace) -> dict[str, Any]:
         serve,
         args.out,
         "capacity",
+        args.step_duration_s * (args.max_users // args.step_users + 1) + 300,
         "-f",
         f"{ROOT}/loadtest/locustfile.py,{ROOT}/loadtest/shape.py",
         "--corpus-size",
@@ -245,10 +243,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         assert baseline is not None, "beit-serve runs a Triton"
         timeline_file = args.out / "timeline.json"
         with Sampler(serve, args.sample_interval_s) as sampler:
-            result = locust(
+            locust_code = locust(
                 serve,
                 args.out,
                 "hold",
+                args.hold_s + 300,
                 "-f",
                 f"{ROOT}/loadtest/locustfile.py,{ROOT}/loadtest/timeline.py",
                 "--corpus-size",
@@ -300,7 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "requests": requests,
             "failures": failures,
             "requests_per_s": requests / args.hold_s,
-            "locust_exit_code": result.returncode,
+            "locust_exit_code": locust_code,
             "errors": timeline.get("errors", {}),
         },
         "rss": {**asdict(trend), "samples": len(hold_samples), "interval_s": args.sample_interval_s},

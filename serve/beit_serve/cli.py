@@ -40,6 +40,21 @@ DEFAULT_MAX_INPUT_SIZE = 64 * 2**20
 ADMIN_KEY_ENV = "BEIT_ADMIN_KEY"
 
 
+def _env(name: str) -> str | None:
+    """An option's default from the environment (docker-compose sets them); empty means unset."""
+    return os.environ.get(name) or None
+
+
+def _env_path(name: str) -> Path | None:
+    value = _env(name)
+    return Path(value) if value else None
+
+
+def _env_int(name: str, default: int) -> int:
+    value = _env(name)
+    return int(value) if value else default
+
+
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="beit-serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,42 +100,55 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     access.add_argument(
         "--admin-key",
-        default=os.environ.get(ADMIN_KEY_ENV),
+        default=_env(ADMIN_KEY_ENV),
         help=f"requests to the administrative APIs ({', '.join(ADMIN_APIS)}) must carry this key in the "
         f"--key-header header (env {ADMIN_KEY_ENV}, which keeps it off beit-serve's command line)",
     )
     access.add_argument(
         "--protect-inference",
         action="store_true",
-        help="inference and metadata need the key too; health stays open",
+        default=(_env("BEIT_PROTECT_INFERENCE") or "").lower() in ("1", "true", "yes"),
+        help="inference and metadata need the key too; health stays open (env BEIT_PROTECT_INFERENCE=1)",
     )
     access.add_argument(
         "--key-header",
-        default=DEFAULT_KEY_HEADER,
-        help="the header (gRPC: metadata key) carrying the key (default %(default)s)",
+        default=_env("BEIT_KEY_HEADER") or DEFAULT_KEY_HEADER,
+        help="the header (gRPC: metadata key) carrying the key (env BEIT_KEY_HEADER; default %(default)s)",
     )
     tls = parser.add_argument_group("gRPC TLS (HTTPS: a reverse proxy, see deploy/nginx)")
-    tls.add_argument("--grpc-tls-cert", type=Path, help="PEM server certificate (chain): serve grpcs://")
-    tls.add_argument("--grpc-tls-key", type=Path, help="PEM private key of --grpc-tls-cert")
+    tls.add_argument(
+        "--grpc-tls-cert",
+        type=Path,
+        default=_env_path("BEIT_GRPC_TLS_CERT"),
+        help="PEM server certificate (chain): serve grpcs:// (env BEIT_GRPC_TLS_CERT)",
+    )
+    tls.add_argument(
+        "--grpc-tls-key",
+        type=Path,
+        default=_env_path("BEIT_GRPC_TLS_KEY"),
+        help="PEM private key of --grpc-tls-cert (env BEIT_GRPC_TLS_KEY)",
+    )
     tls.add_argument(
         "--grpc-tls-ca",
         type=Path,
-        help="PEM CA certificate(s): mutual TLS, clients must present a certificate it signed",
+        default=_env_path("BEIT_GRPC_TLS_CA"),
+        help="PEM CA certificate(s): mutual TLS, clients must present a certificate it signed "
+        "(env BEIT_GRPC_TLS_CA)",
     )
     limits = parser.add_argument_group("request size limits")
     limits.add_argument(
         "--http-max-input-size",
         type=int,
-        default=DEFAULT_MAX_INPUT_SIZE,
+        default=_env_int("BEIT_HTTP_MAX_INPUT_SIZE", DEFAULT_MAX_INPUT_SIZE),
         help="largest HTTP request body in bytes, after decompression; larger ones get 413 "
-        "(default %(default)s)",
+        "(env BEIT_HTTP_MAX_INPUT_SIZE; default %(default)s)",
     )
     limits.add_argument(
         "--grpc-max-input-size",
         type=int,
-        default=DEFAULT_MAX_INPUT_SIZE,
+        default=_env_int("BEIT_GRPC_MAX_INPUT_SIZE", DEFAULT_MAX_INPUT_SIZE),
         help="largest gRPC request message in bytes; larger ones get RESOURCE_EXHAUSTED "
-        "(default %(default)s)",
+        "(env BEIT_GRPC_MAX_INPUT_SIZE; default %(default)s)",
     )
     return parser
 
