@@ -104,7 +104,8 @@ EXIT_LINE = re.compile(r"Shutting down \(exit code (\d+)\)")
 def run_locust(command: Sequence[str], log: Path, timeout: float, cwd: Path) -> int:
     """Runs Locust to its end and returns its exit code. Locust with gRPC users (gevent) sometimes hangs at
     interpreter exit after it has written everything and logged "Shutting down (exit code N)" (seen here
-    after a load shape stopped the test): past that line it gets 15 s, then is killed, and N is its code."""
+    after a load shape stopped the test): past that line it gets 15 s, then is killed, and N is its code. The
+    line is logged at INFO, Locust's default level: do not raise --loglevel."""
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=cwd)
         deadline = time.monotonic() + timeout

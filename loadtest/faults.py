@@ -168,8 +168,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             str(timeline_file),
             "--csv",
             str(args.out / "locust"),
-            "--loglevel",
-            "WARNING",
         ]
         outcome: list[int] = []
         runner = threading.Thread(

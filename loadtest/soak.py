@@ -67,8 +67,6 @@ def locust(serve: BeitServe, out: Path, name: str, timeout: float, *args: str) -
         serve.grpc_url,
         "--csv",
         str(out / name),
-        "--loglevel",
-        "WARNING",
         *args,
     ]
     return run_locust(command, out / f"{name}.log", timeout, ROOT)
