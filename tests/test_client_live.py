@@ -593,10 +593,9 @@ def test_a_batch_job_through_a_sigterm_under_load_and_a_restart_ends_with_every_
     shutil.copytree(tiny_repository, repository)
     folder = tmp_path / "photos"
     folder.mkdir()
-    # Large photos, one per request (--batch-size 1 is not an option: the job sends max_batch_size groups, so
-    # 4 concurrent groups of 32), enough for the job to outlast the signal.
-    for i, data in enumerate(jpegs(160, seed=900)):
-        (folder / f"{i:03d}.jpg").write_bytes(data)
+    # The job sends groups of max_batch_size (32), 4 at a time: 1,200 images outlast the signal.
+    for i, data in enumerate(jpegs(1200, seed=900)):
+        (folder / f"{i:04d}.jpg").write_bytes(data)
     sources = collect_sources([str(folder)])
     output = tmp_path / "results.jsonl"
     ports = [str(free_port()) for _ in range(3)]
