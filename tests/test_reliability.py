@@ -96,6 +96,8 @@ def test_triton_killed_is_restarted_and_readiness_is_false_until_it_answers(repo
         assert result.answered_again_after_s is not None and result.answered_again_after_s < 30
         assert result.lies_after_1s == 0, result.timeline
         assert triton_of(serve.pid) not in (None, old)
+        # Live throughout: beit-serve itself never stopped.
+        assert readiness(serve.http_url, "/v2/health/live") == 200
     assert load.errors == []
 
 
@@ -116,6 +118,7 @@ def test_readiness_and_the_probe_refuse_while_a_model_reloads_over_both_protocol
         assert readiness(serve.http_url, "/v2/health/live") == 200
         grpc = grpcclient.InferenceServerClient(serve.grpc_url.removeprefix("grpc://"))
         assert grpc.is_server_ready() is False and grpc.is_model_ready("beit") is False
+        assert grpc.is_server_live() is True
         probe = run_probe(serve.http_url)
         assert (
             probe.returncode == 1 and probe.stderr.startswith("not ready: ") and probe.stderr.count("\n") == 1

@@ -200,7 +200,11 @@ class HttpFront:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         refusal = self.state.refusal
-        if refusal is not None and request.path != HTTP_HEALTH_LIVE:
+        if refusal is not None:
+            if request.path == HTTP_HEALTH_LIVE:
+                # Live while beit-serve runs, Triton restarting or not: a liveness probe must not kill a
+                # server that is recovering by itself (beit-serve exits when it gives up).
+                return web.Response(status=200)
             # Readiness says no (503, not Triton's 400, so that load balancers drop the backend).
             return _error(503, refusal if _is_readiness(request.path) else f"unavailable: {refusal}")
         self.state.enter()
@@ -305,6 +309,8 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]
         return forwarded
 
     async def _refused(self, method: str, context: Any, refusal: str) -> bytes:
+        if method == GRPC_SERVICE + "ServerLive":
+            return bytes(service_pb2.ServerLiveResponse(live=True).SerializeToString())
         if method == GRPC_SERVICE + "ServerReady":
             return bytes(service_pb2.ServerReadyResponse(ready=False).SerializeToString())
         if method == GRPC_SERVICE + "ModelReady":
@@ -338,7 +344,7 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]
             if problem is not None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
             refusal = self.state.refusal
-            if refusal is not None and method != GRPC_SERVICE + "ServerLive":
+            if refusal is not None:
                 return await self._refused(method, context, refusal)
             self.state.enter()
             try:
