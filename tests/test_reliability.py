@@ -247,3 +247,24 @@ def test_a_short_soak_at_saturation_fails_nothing_and_leaks_nothing(repository: 
     assert report["hold"]["requests"] > 500 and report["rss"]["samples"] >= 20
     assert (tmp_path / "soak.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "soak.json").read_text())["capacity"]["capacity"]["users"] >= 2
+
+
+def test_an_explicit_tritonserver_binary_is_supervised_the_same(
+    repository: Path, tmp_path: Path, monkeypatch
+):
+    """`--tritonserver PATH --backend-directory DIR`, as in the Triton container (whose image sets
+    LD_LIBRARY_PATH): here the wheel's binary, given explicitly, with a backend directory laid out by hand."""
+    from beit_serve import distribution
+
+    backends = distribution.prepare_backend_directory(tmp_path / "backends")
+    monkeypatch.setenv("LD_LIBRARY_PATH", distribution.library_path())
+    binary = str(distribution.tritonserver_binary())
+    with beit_serve(repository, "--tritonserver", binary, "--backend-directory", str(backends)) as serve:
+        triton = triton_of(serve.pid)
+        assert triton is not None and Path(f"/proc/{triton}/exe").resolve() == Path(binary).resolve()
+        result = faults.FaultResult(PREPROCESS_MODEL, *faults.kill(serve, PREPROCESS_MODEL), at_s=0.0)
+        killed_at = time.monotonic()
+        faults.watch(serve, result, killed_at, killed_at + 6, interval=0.05)
+        assert result.answered_again_after_s is not None and result.lies_after_1s == 0, result.timeline
+        assert run_probe(serve.http_url).returncode == 0
+        assert serve.stop() == 0
