@@ -268,3 +268,16 @@ def test_an_explicit_tritonserver_binary_is_supervised_the_same(
         assert result.answered_again_after_s is not None and result.lies_after_1s == 0, result.timeline
         assert run_probe(serve.http_url).returncode == 0
         assert serve.stop() == 0
+
+
+def test_metrics_stay_on_the_public_address_while_http_and_grpc_are_behind_the_gateway(repository: Path):
+    import urllib.request
+
+    metrics_port = free_port()
+    with beit_serve(repository, "--metrics-port", str(metrics_port)) as serve:
+        triton = triton_of(serve.pid)
+        assert triton is not None
+        argv = Path(f"/proc/{triton}/cmdline").read_bytes().split(b"\0")
+        assert b"--http-address=127.0.0.1" in argv and b"--metrics-address=0.0.0.0" in argv
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            assert b"nv_inference_request_success" in response.read()

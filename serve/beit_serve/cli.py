@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         tritonserver=args.tritonserver,
         backend_directory=args.backend_directory,
         address="127.0.0.1",
+        # Prometheus scrapes Triton's metrics directly, where the gateway listens.
+        metrics_address=args.address,
         model_control="explicit",
         restrictions=triton_restrictions,
     )

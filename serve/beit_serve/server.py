@@ -80,6 +80,7 @@ class EmbeddedServer:
         tritonserver: Path | None = None,
         backend_directory: Path | None = None,
         address: str | None = None,
+        metrics_address: str | None = None,
         model_control: Literal["none", "explicit"] = "none",
         restrictions: tuple[Restriction, ...] = (),
     ) -> None:
@@ -88,6 +89,8 @@ class EmbeddedServer:
         self._backend_directory = backend_directory
         self.address = address
         """Where HTTP and gRPC listen (Triton's default: every interface); "127.0.0.1" behind a gateway."""
+        self.metrics_address = metrics_address
+        """Where metrics listen; Triton's default is --http-address, so set it when `address` is loopback."""
         self.model_control = model_control
         self.restrictions = restrictions
         self.http_port = http_port
@@ -151,6 +154,8 @@ class EmbeddedServer:
             args.append(f"--model-config-name={self.model_config_name}")
         if self.address is not None:
             args += [f"--http-address={self.address}", f"--grpc-address={self.address}"]
+        if self.metrics_address is not None:
+            args.append(f"--metrics-address={self.metrics_address}")
         if self.model_control == "explicit":
             args += ["--model-control-mode=explicit", "--load-model=*"]
         for restriction in self.restrictions:
