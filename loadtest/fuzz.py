@@ -397,7 +397,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if index % args.good_every == 0:
                 goods += 1
                 good_failures += not sender.good(rng, "http" if index % 2 == 0 else "grpc")
-            elif index % 500 == 250:
+            elif index % 500 == 255:
                 record(oversized[(index // 500) % len(oversized)])
             else:
                 record(rng.choice(makers)())
