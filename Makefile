@@ -15,7 +15,7 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 CHECKPOINT_ARGS := $(if $(RANDOM),--random $(RANDOM),--model $(MODEL))
 
-.PHONY: install build serve sample test lint bench clean
+.PHONY: install build serve sample test lint bench soak faults fuzz reliability clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +54,31 @@ test: lint
 # The full benchmark (about 15 minutes on 2 cores): table on stdout, JSON and plots in results/benchmark.
 bench: install
 	$(BIN)/python -m loadtest.benchmark --model $(if $(RANDOM),random-$(RANDOM),$(MODEL)) --out results/benchmark
+
+# Reliability runs against beit-serve on a tiny random BEiT built into RELIABILITY_REPOSITORY (offline, seconds);
+# RELIABILITY_REPOSITORY=output/model_repository runs them on the checkpoint `make build` built. Figures and
+# plots go to results/; README "Reliability" holds one run's. Each takes the CPU lock other long runs take.
+RELIABILITY_REPOSITORY ?= output/reliability_repository
+SOAK_HOLD_S ?= 600
+LOCK := flock /tmp/beit-cpu.lock
+
+$(RELIABILITY_REPOSITORY)/beit/config.pbtxt: | install
+	$(BIN)/beit-build --random tiny --repository $(RELIABILITY_REPOSITORY) --skip-if-built
+
+# Saturation from loadtest/shape.py, then SOAK_HOLD_S seconds at it: soak.json, soak.png (about 14 minutes).
+soak: $(RELIABILITY_REPOSITORY)/beit/config.pbtxt
+	$(LOCK) $(BIN)/python -m loadtest.soak --repository $(RELIABILITY_REPOSITORY) --hold-s $(SOAK_HOLD_S) \
+		--out results/soak
+
+# kill -9 of each model's stub, then of Triton, under Locust load with SDK retries on (about 2 minutes).
+faults: $(RELIABILITY_REPOSITORY)/beit/config.pbtxt
+	$(LOCK) $(BIN)/python -m loadtest.faults --repository $(RELIABILITY_REPOSITORY) --out results/faults
+
+# A few thousand malformed requests over HTTP and gRPC, good ones between them (under a minute).
+fuzz: $(RELIABILITY_REPOSITORY)/beit/config.pbtxt
+	$(LOCK) $(BIN)/python -m loadtest.fuzz --repository $(RELIABILITY_REPOSITORY) --count 3000 --out results/fuzz
+
+reliability: faults fuzz soak
 
 clean:
 	rm -rf $(VENV) results

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -44,6 +45,15 @@ def start_beit_serve(*command: str | Path, cwd: Path | None = None) -> ServeProc
         process.wait()
         raise
     return served
+
+
+def run_probe(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`beit-serve probe` against `url`, as a container health check runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "beit_serve", "probe", "--url", url, "--timeout", "10", *extra],
+        capture_output=True,
+        text=True,
+    )
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:

@@ -280,6 +280,14 @@ def test_tritonclient_statuses_become_sdk_errors_carrying_the_status_code(
     assert caught.value.status_code == code
 
 
+def test_a_connection_closed_before_any_answer_is_a_transient_unavailable_error() -> None:
+    from geventhttpclient.response import HTTPConnectionClosed
+
+    with pytest.raises(ServerUnavailableError) as caught, translate_transport_errors("beit"):
+        raise HTTPConnectionClosed("connection closed.")
+    assert caught.value.status_code is None and caught.value.model == "beit"
+
+
 def test_errors_translated_for_a_request_carry_its_model_and_request_id() -> None:
     for raised in (
         InferenceServerException("refused", status="400"),

@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import shutil
+import signal
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -587,6 +588,66 @@ def test_a_job_cut_by_a_stopped_server_fails_transiently_and_a_rerun_completes_i
     assert sorted(line["source"] for line in results) == sorted(sources)
     assert len(results) == len(set(line["source"] for line in results)) == 40
     assert all(len(line["predictions"]) == 5 for line in results)
+
+
+def test_a_batch_job_through_a_sigterm_under_load_and_a_restart_ends_with_every_image_exactly_once(
+    tiny_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """beit-serve drains on SIGTERM while the job has requests in flight: those are answered and written, the
+    rest fail transiently once the server is gone; restarted on the same ports, a rerun completes the job."""
+    import subprocess
+    import sys
+    import time
+
+    from loadtest.beit_serve_process import BeitServe, wait_ready
+
+    repository = tmp_path / "repository"
+    shutil.copytree(tiny_repository, repository)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    # The job sends groups of max_batch_size (32), 4 at a time: 1,200 images outlast the signal.
+    for i, data in enumerate(jpegs(1200, seed=900)):
+        (folder / f"{i:04d}.jpg").write_bytes(data)
+    sources = collect_sources([str(folder)])
+    output = tmp_path / "results.jsonl"
+    ports = [str(free_port()) for _ in range(3)]
+
+    def start() -> BeitServe:
+        command = [sys.executable, "-m", "beit_serve", "--repository", str(repository)]
+        command += ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+        serve = BeitServe(
+            subprocess.Popen(command), f"http://127.0.0.1:{ports[0]}", f"grpc://127.0.0.1:{ports[1]}", None
+        )
+        wait_ready(serve)
+        return serve
+
+    serve = start()
+    args = ["classify", str(folder), "--url", serve.grpc_url, "--output", str(output), "--no-progress"]
+    codes: list[int] = []
+    job = threading.Thread(
+        target=lambda: codes.append(main([*args, "--concurrency", "4", "--max-retries", "1"]))
+    )
+    try:
+        job.start()
+        deadline = time.monotonic() + 60
+        while not output.exists() or not output.read_text().count("\n"):
+            assert time.monotonic() < deadline, "the job wrote nothing"
+            time.sleep(0.05)
+        serve.process.send_signal(signal.SIGTERM)
+        job.join(timeout=120)
+        assert serve.process.wait(60) == 0
+        first = read_results(output)
+        assert codes == [1] and 0 < len(first) < len(sources), (codes, len(first))
+        assert "failed" in capsys.readouterr().err
+
+        serve = start()
+        assert main([*args]) == 0
+        assert f"{len(sources) - len(first)} written, {len(first)} already done" in capsys.readouterr().err
+    finally:
+        serve.stop()
+    results = read_results(output)
+    assert sorted(line["source"] for line in results) == sorted(sources)
+    assert len(results) == len({line["source"] for line in results}) == len(sources)
 
 
 # ---------------------------------------------------------------- 8. the CLI against the live server

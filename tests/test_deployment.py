@@ -80,6 +80,7 @@ def test_compose_file_is_valid_for_compose(services: dict[str, Any]) -> None:
     # compose_config raised already if the schema or Compose's consistency checks refused the file.
     assert set(services) == {
         "triton",
+        "https",
         "build",
         "tensorrt",
         "prometheus",

@@ -1,4 +1,5 @@
-"""An embedded Triton server: a `tritonserver` subprocess owned by a context manager."""
+"""A Triton server: a `tritonserver` subprocess owned by a context manager; by default the binary shipped in
+the nvidia-pytriton wheel, or any other (`tritonserver=`, e.g. the Triton container's)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Literal
 
 from beit_repository.names import EMBEDDED_VARIANT
 from beit_serve import distribution
@@ -24,11 +27,42 @@ class ServerStartError(RuntimeError):
     """Triton exited, or did not become ready in time; the message carries the end of its log."""
 
 
+STUB_EXECUTABLE = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class Restriction:
+    """Triton's `--http-restricted-api` / `--grpc-restricted-protocol`: `apis` answer only requests carrying
+    `header: value`. Over gRPC the header is `triton-grpc-protocol-<header>` (Triton's
+    kRestrictedProtocolHeaderTemplate, src/grpc/grpc_server.h)."""
+
+    apis: tuple[str, ...]
+    header: str
+    value: str
+
+    def flags(self) -> list[str]:
+        setting = f"{','.join(self.apis)}:{self.header}={self.value}"
+        return [f"--http-restricted-api={setting}", f"--grpc-restricted-protocol={setting}"]
+
+
+@dataclass(frozen=True)
+class Stub:
+    """A Python-backend stub process: one per instance of a Python-backend model."""
+
+    pid: int
+    model: str
+    instance: str
+
+
 class EmbeddedServer:
     """Runs Triton on `repository` until stopped.
 
     Triton and its Python-backend stubs run in a process group of their own, so stopping the server
     (SIGTERM, then SIGKILL for whatever outlives the grace period) leaves no stub behind.
+
+    `tritonserver` names another binary than the wheel's (the Triton container's
+    /opt/tritonserver/bin/tritonserver), with its own `backend_directory` (default: `backends/` beside the
+    binary's `bin/`); the wheel's binary gets a backend directory laid out for this interpreter.
     """
 
     def __init__(
@@ -43,8 +77,22 @@ class EmbeddedServer:
         log_verbose: int = 0,
         exit_timeout: int = 10,
         extra_args: tuple[str, ...] = (),
+        tritonserver: Path | None = None,
+        backend_directory: Path | None = None,
+        address: str | None = None,
+        metrics_address: str | None = None,
+        model_control: Literal["none", "explicit"] = "none",
+        restrictions: tuple[Restriction, ...] = (),
     ) -> None:
         self.repository = Path(repository).resolve()
+        self.tritonserver = tritonserver
+        self._backend_directory = backend_directory
+        self.address = address
+        """Where HTTP and gRPC listen (Triton's default: every interface); "127.0.0.1" behind a gateway."""
+        self.metrics_address = metrics_address
+        """Where metrics listen; Triton's default is --http-address, so set it when `address` is loopback."""
+        self.model_control = model_control
+        self.restrictions = restrictions
         self.http_port = http_port
         self.grpc_port = grpc_port
         self.metrics_port = metrics_port
@@ -74,14 +122,22 @@ class EmbeddedServer:
         return self._process.pid if self._process else None
 
     @property
+    def binary(self) -> Path:
+        return self.tritonserver or distribution.tritonserver_binary()
+
+    @property
     def backend_directory(self) -> Path:
+        if self._backend_directory is not None:
+            return self._backend_directory
+        if self.tritonserver is not None:
+            return self.tritonserver.resolve().parent.parent / "backends"
         if self._workdir is None:
             raise RuntimeError("the server is not started")
         return Path(self._workdir.name) / "backends"
 
     def command(self) -> list[str]:
         args = [
-            str(distribution.tritonserver_binary()),
+            str(self.binary),
             f"--model-repository={self.repository}",
             f"--backend-directory={self.backend_directory}",
             f"--http-port={self.http_port}",
@@ -96,6 +152,14 @@ class EmbeddedServer:
         ]
         if self.model_config_name:
             args.append(f"--model-config-name={self.model_config_name}")
+        if self.address is not None:
+            args += [f"--http-address={self.address}", f"--grpc-address={self.address}"]
+        if self.metrics_address is not None:
+            args.append(f"--metrics-address={self.metrics_address}")
+        if self.model_control == "explicit":
+            args += ["--model-control-mode=explicit", "--load-model=*"]
+        for restriction in self.restrictions:
+            args += restriction.flags()
         return [*args, *self.extra_args]
 
     def start(self) -> EmbeddedServer:
@@ -103,16 +167,19 @@ class EmbeddedServer:
             raise RuntimeError("the server is already started")
         if not self.repository.is_dir():
             raise ServerStartError(f"no model repository at {self.repository}")
+        if self.tritonserver is not None and not self.tritonserver.is_file():
+            raise ServerStartError(f"no tritonserver binary at {self.tritonserver}")
         self._workdir = tempfile.TemporaryDirectory(prefix="beit-serve-")
-        distribution.prepare_backend_directory(self.backend_directory)
         env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = ":".join(
-            p for p in (distribution.library_path(), env.get("LD_LIBRARY_PATH")) if p
-        )
+        if self.tritonserver is None:
+            distribution.prepare_backend_directory(self.backend_directory)
+            env["LD_LIBRARY_PATH"] = ":".join(
+                p for p in (distribution.library_path(), env.get("LD_LIBRARY_PATH")) if p
+            )
         env["PATH"] = ":".join(p for p in (distribution.interpreter_bin_dir(), env.get("PATH")) if p)
         if self.log_file is not None:
             self._log = self.log_file.open("ab")
-        logger.info("starting Triton: %s", " ".join(self.command()))
+        logger.info("starting Triton: %s", " ".join(_redacted(self.command(), self.restrictions)))
         self._process = subprocess.Popen(
             self.command(),
             env=env,
@@ -128,6 +195,43 @@ class EmbeddedServer:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def stubs(self) -> list[Stub]:
+        """Triton's Python-backend stubs now running (Linux /proc). The backend starts each one as Triton's
+        child with argv `stub MODEL_PATH SHM_REGION ... INSTANCE_NAME ...`, MODEL_PATH being
+        `<repository>/<model>/<version>/model.py` (python_backend src/stub_launcher.cc)."""
+        if self._process is None:
+            return []
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == self._process.pid and Path(argv[0].decode()).name == STUB_EXECUTABLE and len(argv) > 8:
+                model = Path(argv[1].decode()).parent.parent.name
+                found.append(Stub(int(entry.name), model, argv[8].decode()))
+        return sorted(found, key=lambda stub: stub.instance)
+
+    def load_model(self, model: str, headers: Mapping[str, str], timeout: float = 300.0) -> None:
+        """Triton's model-repository extension (explicit model control): load, or unload, one model."""
+        self._repository_call(f"/v2/repository/models/{model}/load", headers, timeout)
+
+    def unload_model(self, model: str, headers: Mapping[str, str], timeout: float = 300.0) -> None:
+        self._repository_call(f"/v2/repository/models/{model}/unload", headers, timeout)
+
+    def _repository_call(self, path: str, headers: Mapping[str, str], timeout: float) -> None:
+        request = urllib.request.Request(self.http_url + path, data=b"{}", method="POST", headers={**headers})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(
+                f"{path}: HTTP {error.code}: {error.read().decode(errors='replace')}"
+            ) from error
 
     def wait_until_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -210,6 +314,17 @@ class EmbeddedServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _redacted(command: list[str], restrictions: tuple[Restriction, ...]) -> list[str]:
+    """The command as logged: restriction keys are secrets."""
+    secrets = {restriction.value for restriction in restrictions}
+    redacted = []
+    for arg in command:
+        for secret in secrets:
+            arg = arg.replace(f"={secret}", "=***")
+        redacted.append(arg)
+    return redacted
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

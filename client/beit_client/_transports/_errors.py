@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import aiohttp
 import gevent
 import rapidjson
+from geventhttpclient.response import HTTPConnectionClosed
 from tritonclient.utils import InferenceServerException
 
 from .._config import ServerURL
@@ -73,9 +74,12 @@ _TIMEOUT_TYPES: tuple[type[BaseException], ...] = (
     gevent.Timeout,
     aiohttp.ServerTimeoutError,
 )
-# Raised when no answer came at all: refused, reset, DNS failure, closed mid-response.
+# Raised when no answer came at all: refused, reset, DNS failure, closed mid-response. geventhttpclient's
+# HTTPConnectionClosed (an http.client.HTTPException, not an OSError) is a server closing the connection
+# before answering, as Triton 2.51 does to new HTTP requests once it is shutting down.
 _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     OSError,
+    HTTPConnectionClosed,
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
 )

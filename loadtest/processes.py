@@ -1,0 +1,131 @@
+"""What a running beit-serve is made of, read from Linux /proc: its Triton, the Python-backend stubs, their
+memory, open files and shared-memory regions. Plain Python, shared by the soak, fault and fuzz runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+STUB_EXECUTABLE = "triton_python_backend_stub"
+SHM_PREFIX = "triton_python_backend_shm_region_"
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat fields after the command name: state, ppid, pgrp, ..."""
+    return (Path(f"/proc/{pid}/stat").read_text()).rsplit(")", 1)[1].split()
+
+
+def _argv(pid: int) -> list[str]:
+    return [part.decode(errors="replace") for part in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return sorted(found)
+
+
+def triton_of(serve_pid: int) -> int | None:
+    """The tritonserver that a beit-serve process runs, or None while there is none."""
+    for child in children(serve_pid):
+        try:
+            if Path(_argv(child)[0]).name == "tritonserver":
+                return child
+        except OSError:
+            continue
+    return None
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    pid: int
+    model: str
+    instance: str
+    shm_region: str
+
+
+def stubs_of(triton_pid: int) -> list[StubProcess]:
+    """Triton's Python-backend stubs: argv `stub MODEL_PATH SHM_REGION ... INSTANCE ...` (python_backend
+    src/stub_launcher.cc), MODEL_PATH being <repository>/<model>/<version>/model.py."""
+    found = []
+    for child in children(triton_pid):
+        try:
+            argv = _argv(child)
+        except OSError:
+            continue
+        if Path(argv[0]).name == STUB_EXECUTABLE and len(argv) > 8:
+            found.append(StubProcess(child, Path(argv[1]).parent.parent.name, argv[8], argv[2].lstrip("/")))
+    return found
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def open_fds(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return total
+
+
+def shm_entries(prefix: str = SHM_PREFIX) -> set[str]:
+    """Python-backend shared-memory regions in /dev/shm: every server's on this machine."""
+    try:
+        return {name for name in os.listdir("/dev/shm") if name.startswith(prefix)}
+    except OSError:
+        return set()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of a beit-serve: Triton plus every stub (what serving costs), and beit-serve itself."""
+
+    time_s: float
+    triton_rss: int
+    stubs_rss: int
+    serve_rss: int
+    triton_fds: int
+    stubs_fds: int
+    stubs: int
+    shm_regions: tuple[str, ...]
+
+    @property
+    def rss(self) -> int:
+        """Triton plus every stub."""
+        return self.triton_rss + self.stubs_rss
+
+
+def sample(serve_pid: int, time_s: float) -> Sample | None:
+    triton = triton_of(serve_pid)
+    if triton is None:
+        return None
+    stubs = stubs_of(triton)
+    stub_pids = [stub.pid for stub in stubs]
+    return Sample(
+        time_s=time_s,
+        triton_rss=rss_bytes([triton]),
+        stubs_rss=rss_bytes(stub_pids),
+        serve_rss=rss_bytes([serve_pid]),
+        triton_fds=open_fds([triton]),
+        stubs_fds=open_fds(stub_pids),
+        stubs=len(stubs),
+        shm_regions=tuple(sorted(stub.shm_region for stub in stubs)),
+    )
