@@ -9,6 +9,8 @@ REPOSITORY ?= output/model_repository
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+# beit-gateway (Azure ML and Hugging Face compatible REST), started beside Triton by `make serve`.
+GATEWAY_PORT ?= 8080
 
 BIN := $(VENV)/bin
 CHECKPOINT_ARGS := $(if $(RANDOM),--random $(RANDOM),--model $(MODEL))
@@ -28,9 +30,12 @@ $(VENV)/.installed: pyproject.toml
 build: install
 	$(BIN)/beit-build $(CHECKPOINT_ARGS) --repository $(REPOSITORY) --skip-if-built
 
+# Triton and the gateway together; Ctrl-C stops both (each finishes its in-flight requests first).
 serve: build
-	$(BIN)/beit-serve --repository $(REPOSITORY) \
-		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(BIN)/python -m beit_gateway.supervise \
+		"$(BIN)/beit-serve --repository $(REPOSITORY) \
+			--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)" \
+		"$(BIN)/beit-gateway --triton-url grpc://localhost:$(GRPC_PORT) --port $(GATEWAY_PORT)"
 
 lint: install
 	$(BIN)/ruff check .
