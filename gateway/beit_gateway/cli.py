@@ -153,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         log_config=uvicorn_log_config(args.log_level),
         access_log=False,
+        http="httptools",
+        # The default asyncio loop: grpc.aio (the SDK's async gRPC client) runs on it.
+        loop="asyncio",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     return 0

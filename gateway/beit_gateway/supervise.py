@@ -63,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop_requested.wait(0.2):
             for command, process in zip(commands, processes, strict=True):
                 if process.poll() is not None:
-                    logger.error("%s exited with code %s: stopping the others", command[0], process.returncode)
+                    logger.error(
+                        "%s exited with code %s: stopping the others", command[0], process.returncode
+                    )
                     return process.returncode or 1
         return 0
     finally:
