@@ -13,6 +13,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,12 +24,14 @@ import tritonclient.grpc as grpcclient
 from fastapi.testclient import TestClient
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
+from PIL import Image
 
 from beit_client import BeitClient, ServerURL
 from beit_gateway import GatewaySettings, create_app
 from beit_gateway._fetch import IPAddress
 from beit_preprocessing import DEFAULT_MAX_PIXELS, preprocess_bytes
 from beit_repository.names import CLASSIFY_MODEL, IMAGE, LOGITS, NETWORK_MODEL, ONNX_FILE, PROBABILITIES
+from tests.checkpoints import save_tiny_checkpoint
 from tests.conftest import free_port
 from tests.gateway import ROOT, GatewayProcess, image_server, running_gateway, send
 from tests.images import encode, photo, png_declaring
@@ -164,6 +167,17 @@ def test_azure_takes_base64_with_line_breaks_and_data_urls(gateway, triton_serve
     assert response.json() == triton_top_k(triton_server, [image] * 4, 5)
 
 
+def test_a_request_of_megabytes_is_answered_like_any_other(gateway, triton_server):
+    noise = np.random.default_rng(0).integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    large = encode(Image.fromarray(noise, "RGB"), "PNG")  # incompressible: ~1.9 MB, 2.5 MB as base64
+    assert len(large) > 1 << 20
+    azure = post(gateway, "/score", json={"input_data": [b64(large), b64(jpeg(30))]})
+    assert azure.status_code == 200, azure.text
+    assert azure.json() == triton_top_k(triton_server, [large, jpeg(30)], 5)
+    hugging_face = post(gateway, "/models/beit", json={"inputs": base64.encodebytes(large).decode()})
+    assert hugging_face.json() == azure.json()[0]
+
+
 def test_top_k_is_5_by_default_settable_per_request_and_per_deployment(gateway, small_gateway, triton_server):
     image = jpeg(9)
     body: dict[str, Any] = {"input_data": [b64(image)]}
@@ -255,13 +269,13 @@ def test_hugging_face_json_body_with_top_k(gateway, triton_server):
     assert plain.json() == triton_top_k(triton_server, [image], 5)[0]
 
 
-def test_function_to_apply_gives_softmax_sigmoid_or_raw_logits_of_the_model(
-    gateway, triton_server, tiny_repository
-):
+def check_score_functions(gateway: GatewayProcess, grpc_url: str, repository: Path, native: str) -> None:
+    """Every function_to_apply, and none given (the model's own, `native`), against the logits ONNX Runtime
+    computes in-process from the same pixels."""
     image = jpeg(14)
-    with BeitClient(triton_server.grpc_url) as client:
+    with BeitClient(grpc_url) as client:
         info = client.model_info()
-    session = ort.InferenceSession(str(tiny_repository / NETWORK_MODEL / "1" / ONNX_FILE))
+    session = ort.InferenceSession(str(repository / NETWORK_MODEL / "1" / ONNX_FILE))
     pixels = preprocess_bytes(image, info.preprocessing, max_pixels=DEFAULT_MAX_PIXELS)[np.newaxis]
     (logits,) = session.run([LOGITS], {session.get_inputs()[0].name: pixels})[0].astype(np.float64)
     order = np.argsort(-logits)[:4]
@@ -271,19 +285,43 @@ def test_function_to_apply_gives_softmax_sigmoid_or_raw_logits_of_the_model(
         "sigmoid": 1 / (1 + np.exp(-logits[order])),
         "softmax": softmax[order],
     }
+    expected[None] = expected[native]
     for function, scores in expected.items():
-        response = post(
-            gateway,
-            "/models/beit",
-            json={"inputs": b64(image), "parameters": {"top_k": 4, "function_to_apply": function}},
-        )
+        parameters = {"top_k": 4} if function is None else {"top_k": 4, "function_to_apply": function}
+        response = post(gateway, "/models/beit", json={"inputs": b64(image), "parameters": parameters})
         assert response.status_code == 200, response.text
         answer = response.json()
         assert [p["label"] for p in answer] == [f"class {i}" for i in order], function
-        # softmax is the model's own activation: Triton's classification strings carry 6 decimals.
-        np.testing.assert_allclose(
-            [p["score"] for p in answer], scores, atol=1e-6 if function == "softmax" else 1e-4
-        )
+        # The model's own activation comes from Triton's classification strings, which carry 6 decimals.
+        atol = 1e-6 if function in (None, native) else 1e-4
+        np.testing.assert_allclose([p["score"] for p in answer], scores, atol=atol, err_msg=str(function))
+
+
+def test_function_to_apply_gives_softmax_sigmoid_or_raw_logits_of_the_model(
+    gateway, triton_server, tiny_repository
+):
+    check_score_functions(gateway, triton_server.grpc_url, tiny_repository, native="softmax")
+
+
+@pytest.fixture(scope="module")
+def multi_label(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, str, Path]]:
+    """A multi-label checkpoint (sigmoid head) on a Triton of its own, and a gateway in front of it."""
+    from beit_build import build_repository
+    from beit_serve import EmbeddedServer
+
+    root = tmp_path_factory.mktemp("multi-label")
+    repository = root / "repository"
+    build_repository(save_tiny_checkpoint(root / "checkpoint", multi_label=True, seed=1), repository)
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    with EmbeddedServer(repository, log_file=root / "triton.log", **ports) as server:
+        with running_gateway("--triton-url", server.grpc_url, log=root / "gateway.log") as gateway:
+            yield gateway, server.grpc_url, repository
+
+
+def test_a_multi_label_model_answers_sigmoid_scores_unless_asked_otherwise(multi_label):
+    gateway, grpc_url, repository = multi_label
+    assert httpx.get(f"{gateway.url}/ready").json()["multi_label"] is True
+    check_score_functions(gateway, grpc_url, repository, native="sigmoid")
 
 
 def test_huggingface_hub_inference_client_classifies_through_the_gateway(gateway, triton_server, tmp_path):
@@ -745,10 +783,10 @@ def test_the_readme_curl_examples_work_as_written(gateway, tmp_path, triton_serv
             ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, (command, result.stderr)
-        for line in result.stdout.strip().splitlines():
-            if line.startswith(("[", "{")):
-                answer = json.loads(line)
-                if isinstance(answer, list) and answer and isinstance(answer[0], list):
-                    assert all(row[0]["label"] == expected[0]["label"] for row in answer), command
-                elif isinstance(answer, list):
-                    assert answer[0]["label"] == expected[0]["label"], command
+        answer = json.loads(result.stdout)  # one JSON answer per command, never an error
+        if isinstance(answer, dict):
+            assert answer.get("status") == "ready", (command, answer)
+        elif isinstance(answer[0], list):
+            assert [row[0]["label"] for row in answer] == [expected[0]["label"]] * len(answer), command
+        else:
+            assert answer[0]["label"] == expected[0]["label"], command

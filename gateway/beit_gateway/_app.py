@@ -13,7 +13,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -64,7 +64,9 @@ ASGIApp = Callable[
 ]
 _JSON_TYPES = ("application/json",)
 _RAW_TYPES = ("application/octet-stream",)
-_REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_HEADER = b"x-request-id"
+_OFFLOAD_BYTES = 1 << 20
+"""Images of more than this many bytes in one request are decoded in a worker thread."""
 
 
 def _package_version() -> str:
@@ -97,9 +99,7 @@ class Gateway:
         if top_k > settings.max_top_k:
             raise BadRequestError(f"top_k {top_k} is over this deployment's limit of {settings.max_top_k}")
 
-        read = await asyncio.gather(
-            *(self._read_image(value, index) for index, value in enumerate(request.images))
-        )
+        read = await self._read_images(request.images)
         failures = [outcome for outcome in read if isinstance(outcome, ImageError)]
         readable = [(index, data) for index, data in enumerate(read) if isinstance(data, bytes)]
         predictions: dict[int, list[Prediction]] = {}
@@ -122,22 +122,45 @@ class Gateway:
             raise InvalidImagesError(failures, count)
         return [predictions[index] for index in range(count)]
 
-    async def _read_image(self, value: object, index: int) -> bytes | ImageError:
-        if isinstance(value, ImageError):
-            return value
-        if isinstance(value, bytes):
-            return self._check_raw(value, index)
-        try:
-            source = parse_image_string(value, index, max_bytes=self.settings.max_image_bytes)
-        except ImageError as e:
-            return e
-        if not isinstance(source, ImageURL):
-            return source
+    async def _read_images(self, values: Sequence[object]) -> list[bytes | ImageError]:
+        """Each image's bytes (decoded here, fetched for URLs, all URLs at once) or its error."""
+        size = sum(len(value) for value in values if isinstance(value, (str, bytes)))
+        if size > _OFFLOAD_BYTES:
+            # Decoding megabytes of base64 would hold the event loop, and every other request, meanwhile.
+            sources = await asyncio.to_thread(self._sources, values)
+        else:
+            sources = self._sources(values)
+        urls = [(index, source) for index, source in enumerate(sources) if isinstance(source, ImageURL)]
+        if urls:
+            fetched = await asyncio.gather(*(self._fetch(source.url, index) for index, source in urls))
+            for (index, _), data in zip(urls, fetched, strict=True):
+                sources[index] = data
+        read: list[bytes | ImageError] = []
+        for source in sources:
+            assert not isinstance(source, ImageURL), "every URL was fetched above"
+            read.append(source)
+        return read
+
+    def _sources(self, values: Sequence[object]) -> list[bytes | ImageURL | ImageError]:
+        sources: list[bytes | ImageURL | ImageError] = []
+        for index, value in enumerate(values):
+            if isinstance(value, ImageError):
+                sources.append(value)
+            elif isinstance(value, bytes):
+                sources.append(self._check_raw(value, index))
+            else:
+                try:
+                    sources.append(parse_image_string(value, index, max_bytes=self.settings.max_image_bytes))
+                except ImageError as e:
+                    sources.append(e)
+        return sources
+
+    async def _fetch(self, url: str, index: int) -> bytes | ImageError:
         if not self.settings.url_inputs:
             return ImageError(index, "url_not_allowed", "this deployment does not fetch image URLs")
         try:
             async with self._url_slots:
-                data = await self.fetcher.fetch(source.url, index)
+                data = await self.fetcher.fetch(url, index)
         except ImageError as e:
             self.metrics.url_fetches.labels("refused" if e.code == "url_refused" else "failed").inc()
             return e
@@ -171,6 +194,13 @@ def _is_json(media_type: str | None) -> bool:
     return media_type is not None and (media_type in _JSON_TYPES or media_type.endswith("+json"))
 
 
+async def _parse(parser: Callable[[bytes], ClassifyRequest], body: bytes) -> ClassifyRequest:
+    """`parser(body)`, in a worker thread for a body large enough to hold the event loop."""
+    if len(body) > _OFFLOAD_BYTES:
+        return await asyncio.to_thread(parser, body)
+    return parser(body)
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -197,7 +227,7 @@ def _check_api_key(request: Request, api_key: str | None) -> None:
 
 def _request_id(scope: MutableMapping[str, Any]) -> str:
     for name, value in scope.get("headers", []):
-        if name == b"x-request-id":
+        if name == _REQUEST_ID_HEADER:
             text = bytes(value).decode("latin-1")
             if 0 < len(text) <= 128 and text.isprintable():
                 return text
@@ -231,7 +261,7 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+                message["headers"] = [*message["headers"], (_REQUEST_ID_HEADER, request_id.encode("latin-1"))]
             await send(message)
 
         self.metrics.in_flight.inc()
@@ -410,7 +440,7 @@ def create_app(settings: GatewaySettings, *, resolver: Resolver | None = None) -
         media_type = _media_type(request)
         if media_type is not None and not _is_json(media_type):
             raise UnsupportedMediaTypeError(f"send application/json, not {media_type}")
-        parsed = parse_azure(await _read_body(request, settings.max_body_bytes))
+        parsed = await _parse(parse_azure, await _read_body(request, settings.max_body_bytes))
         request.state.images = len(parsed.images)
         predictions = await gateway.classify(parsed, "/score")
         return JSONResponse([scored_labels(image) for image in predictions])
@@ -457,7 +487,7 @@ def create_app(settings: GatewaySettings, *, resolver: Resolver | None = None) -
             raise ModelNotFoundError(f"model {model!r} is not served here; use /models/{CLASSIFY_MODEL}")
         media_type = _media_type(request)
         if _is_json(media_type):
-            parsed = parse_hugging_face(await _read_body(request, settings.max_body_bytes))
+            parsed = await _parse(parse_hugging_face, await _read_body(request, settings.max_body_bytes))
         elif media_type is None or media_type in _RAW_TYPES or media_type.startswith("image/"):
             parsed = ClassifyRequest([await _read_body(request, settings.max_body_bytes)])
         else:
