@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -17,7 +18,8 @@ from pathlib import Path
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+BIN = Path(sys.executable).parent
+"""The running interpreter's scripts: beit-gateway as this environment installed it."""
 
 
 @dataclass
