@@ -11,6 +11,8 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 TORCH_VERSION := 2.13.0
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+# beit-gateway (Azure ML and Hugging Face compatible REST), started beside Triton by `make serve`.
+GATEWAY_PORT ?= 8080
 
 BIN := $(VENV)/bin
 CHECKPOINT_ARGS := $(if $(RANDOM),--random $(RANDOM),--model $(MODEL))
@@ -33,9 +35,12 @@ $(VENV)/.installed: pyproject.toml
 build: install
 	$(BIN)/beit-build $(CHECKPOINT_ARGS) --repository $(REPOSITORY) --skip-if-built
 
+# Triton and the gateway together; Ctrl-C stops both (each finishes its in-flight requests first).
 serve: build
-	$(BIN)/beit-serve --repository $(REPOSITORY) \
-		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(BIN)/python -m beit_gateway.supervise \
+		"$(BIN)/beit-serve --repository $(REPOSITORY) \
+			--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)" \
+		"$(BIN)/beit-gateway --triton-url grpc://localhost:$(GRPC_PORT) --port $(GATEWAY_PORT)"
 
 # A photo for the README's examples: matplotlib's sample photo (installed with the loadtest extra).
 sample: install

@@ -4,6 +4,7 @@
     locust -f loadtest/locustfile.py --host grpc://HOST:8001 GrpcBeitUser     # one protocol, by class name
     locust -f loadtest/locustfile.py --host http://HOST:9000 --grpc-host grpc://HOST:9001   # other ports
     locust -f loadtest/locustfile.py,loadtest/shape.py --headless --host ...  # step up to the p95 SLO
+    locust -f loadtest/locustfile.py --host http://HOST:8080 GatewayBeitUser  # through beit-gateway (REST)
 
 Each user owns one SDK client (its own connection, as one application instance would) and sends one image
 per request, back to back. Every call is reported once through `events.request` with the time the SDK
@@ -19,10 +20,11 @@ import time
 from pathlib import Path
 
 import grpc.experimental.gevent as grpc_gevent
+import httpx
 from locust import User, constant, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 # gRPC runs its own I/O threads, which would block gevent's loop and serialize every user; this makes it
 # cooperate with gevent. It must run before the first channel is created.
@@ -36,6 +38,7 @@ if _REPOSITORY_ROOT not in sys.path:
 
 from beit_client import BeitClient  # noqa: E402
 from loadtest.corpus import load_corpus  # noqa: E402
+from loadtest.gateway import GATEWAY_FORMS, classify_via_gateway  # noqa: E402
 from loadtest.options import parsed_options  # noqa: E402
 from loadtest.urls import url_for_protocol  # noqa: E402
 
@@ -69,6 +72,18 @@ def _add_arguments(parser: LocustArgumentParser) -> None:
         help="SDK retries of transient errors per call (default 0: every error counts, each request is timed "
         "alone); with retries, a call fails only once the SDK gives up",
     )
+    group.add_argument(
+        "--gateway-url",
+        default="",
+        help="beit-gateway's URL for GatewayBeitUser, e.g. http://HOST:8080 (default: --host)",
+    )
+    group.add_argument(
+        "--gateway-form",
+        choices=GATEWAY_FORMS,
+        default="hf-raw",
+        help="What GatewayBeitUser sends: the image as the body of /models/beit (hf-raw), base64 JSON to "
+        "/models/beit (hf-json) or to /score (azure)",
+    )
 
 
 def _build_corpus(environment: Environment, **_kwargs: object) -> None:
@@ -80,8 +95,20 @@ def _build_corpus(environment: Environment, **_kwargs: object) -> None:
     _corpus.extend(load_corpus(options.images or None, count=options.corpus_size))
 
 
+def _gateway_only_when_named(environment: Environment, **_kwargs: object) -> None:
+    # A run that names no user class keeps its HTTP and gRPC mix against Triton: the gateway is a separate
+    # deployment, measured when GatewayBeitUser is named. Workers keep every class, so that a master that
+    # names it can have them spawn it.
+    if isinstance(environment.runner, WorkerRunner) or len(environment.user_classes) < 2:
+        return
+    named = getattr(environment.parsed_options, "user_classes", None) or []
+    if GatewayBeitUser.__name__ not in named:
+        environment.user_classes[:] = [c for c in environment.user_classes if c is not GatewayBeitUser]
+
+
 events.init_command_line_parser.add_listener(_add_arguments)
 events.test_start.add_listener(_build_corpus)
+events.init.add_listener(_gateway_only_when_named)
 
 
 class BeitUser(User):
@@ -146,3 +173,44 @@ class GrpcBeitUser(BeitUser):
 
     def server(self, options: argparse.Namespace) -> str:
         return str(options.grpc_host) or super().server(options)
+
+class GatewayBeitUser(User):
+    """One application instance calling beit-gateway's REST endpoints (an httpx client and its own
+    connection), one image per request, back to back. A call is reported once, with the time the whole HTTP
+    exchange took; any answer but 200 is a failure."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        options = parsed_options(self.environment)
+        url = options.gateway_url or self.host
+        if not url or not url.startswith(("http://", "https://")):
+            raise ValueError("give beit-gateway's URL with --gateway-url or --host, e.g. http://HOST:8080")
+        self.top_k = options.top_k
+        self.form = options.gateway_form
+        self.client = httpx.Client(base_url=url, timeout=options.request_timeout_s)
+        start = next(_user_numbers) % len(_corpus)
+        self.images = itertools.islice(itertools.cycle(_corpus), start, None)
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    @task
+    def classify(self) -> None:
+        image = next(self.images)
+        exception: Exception | None = None
+        length = 0
+        start = time.perf_counter()
+        try:
+            length = classify_via_gateway(self.client, self.form, image, self.top_k)
+        except Exception as error:
+            exception = error
+        self.environment.events.request.fire(
+            request_type="gateway",
+            name="classify",
+            response_time=(time.perf_counter() - start) * 1000,
+            response_length=length,
+            response=None,
+            context={"form": self.form},
+            exception=exception,
+        )

@@ -87,6 +87,7 @@ def test_compose_file_is_valid_for_compose(services: dict[str, Any]) -> None:
         "grafana",
         "locust-master",
         "locust-worker",
+        "gateway",
     }
 
 
@@ -94,7 +95,7 @@ def test_plain_up_starts_triton_prometheus_and_grafana_and_the_rest_needs_a_prof
     services: dict[str, Any],
 ) -> None:
     always = {name for name, service in services.items() if not service.get("profiles")}
-    assert always == {"triton", "prometheus", "grafana"}
+    assert always == {"triton", "gateway", "prometheus", "grafana"}
     assert services["build"]["profiles"] == ["build"]
     assert services["tensorrt"]["profiles"] == ["tensorrt"]
     assert services["locust-master"]["profiles"] == services["locust-worker"]["profiles"] == ["loadtest"]
