@@ -174,6 +174,7 @@ class GrpcBeitUser(BeitUser):
     def server(self, options: argparse.Namespace) -> str:
         return str(options.grpc_host) or super().server(options)
 
+
 class GatewayBeitUser(User):
     """One application instance calling beit-gateway's REST endpoints (an httpx client and its own
     connection), one image per request, back to back. A call is reported once, with the time the whole HTTP

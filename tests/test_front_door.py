@@ -1,4 +1,4 @@
-"""beit-serve's pieces that need no server: the gateway's request checks, its serving state, Triton's
+"""beit-serve's pieces that need no server: the front door's request checks, its serving state, Triton's
 restriction flags, and the soak's arithmetic."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 import pytest
 from tritonclient.grpc import service_pb2
 
-from beit_serve.gateway import GRPC_API_GROUPS, ServingState, grpc_methods
+from beit_serve.front_door import GRPC_API_GROUPS, ServingState, grpc_methods
 from beit_serve.server import Restriction, _redacted
 from beit_serve.validation import GRPC_REQUEST_TYPES, grpc_request_problem, http_infer_problem
 from loadtest.processes import Sample

@@ -1,4 +1,4 @@
-"""Faults and sustained load against beit-serve (the embedded Triton, supervised, behind its gateway): a
+"""Faults and sustained load against beit-serve (the embedded Triton, supervised, behind its front door): a
 killed stub or Triton comes back by itself, readiness tells the truth meanwhile, the SDK retries the window, a
 SIGTERM drains, and a short soak leaks nothing. The longer runs: `make faults`, `make soak`."""
 

@@ -1,4 +1,5 @@
-"""beit-serve: serve a model repository with Triton until SIGINT or SIGTERM, supervised, behind a gateway.
+"""beit-serve: serve a model repository with Triton until SIGINT or SIGTERM, supervised, behind a front
+door.
 
     beit-serve [--repository DIR] [--tritonserver PATH] [access, TLS and limit options]
     beit-serve probe [--url http://127.0.0.1:8000] [--timeout S]
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from beit_repository.names import DEFAULT_REPOSITORY, EMBEDDED_VARIANT
-from beit_serve.gateway import Gateway, GatewayConfig, GrpcTLS, ServingState
+from beit_serve.front_door import FrontDoor, FrontDoorConfig, GrpcTLS, ServingState
 from beit_serve.server import EmbeddedServer, Restriction
 from beit_serve.supervisor import Supervisor
 
@@ -207,15 +208,15 @@ def main(argv: list[str] | None = None) -> int:
         tritonserver=args.tritonserver,
         backend_directory=args.backend_directory,
         address="127.0.0.1",
-        # Prometheus scrapes Triton's metrics directly, where the gateway listens.
+        # Prometheus scrapes Triton's metrics directly, where the front door listens.
         metrics_address=args.address,
         model_control="explicit",
         restrictions=triton_restrictions,
     )
     state = ServingState()
     tls = GrpcTLS(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_ca) if args.grpc_tls_cert else None
-    gateway = Gateway(
-        GatewayConfig(
+    front_door = FrontDoor(
+        FrontDoorConfig(
             address=args.address,
             http_port=args.http_port,
             grpc_port=args.grpc_port,
@@ -243,11 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        gateway.start()
+        front_door.start()
     except OSError as error:
-        logger.error("the gateway cannot listen: %s", error)
+        logger.error("the front door cannot listen: %s", error)
         return 1
     try:
         return supervisor.run(stop_requested)
     finally:
-        gateway.stop()
+        front_door.stop()

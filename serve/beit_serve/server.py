@@ -88,7 +88,7 @@ class EmbeddedServer:
         self.tritonserver = tritonserver
         self._backend_directory = backend_directory
         self.address = address
-        """Where HTTP and gRPC listen (Triton's default: every interface); "127.0.0.1" behind a gateway."""
+        """Where HTTP and gRPC listen (Triton's default: every interface); "127.0.0.1" behind a front door."""
         self.metrics_address = metrics_address
         """Where metrics listen; Triton's default is --http-address, so set it when `address` is loopback."""
         self.model_control = model_control

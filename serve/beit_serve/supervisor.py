@@ -6,7 +6,7 @@ request to its model fails with `Stub process '<instance>' is not healthy` while
 keep reporting ready (stub auto-restart was dropped in 24.06, server#7347; readiness that reflects stub
 health came to the Python backend in 25.12, python_backend#423). The supervisor watches the stub processes
 themselves (Triton's children, `EmbeddedServer.stubs`), every `poll_interval` seconds. When one is gone it
-tells the gateway to refuse with a retryable 503 / UNAVAILABLE and to report not-ready, unloads the stub's
+tells the front door to refuse with a retryable 503 / UNAVAILABLE and to report not-ready, unloads the stub's
 model and loads it again through Triton's model-control API (explicit mode: a plain load of an unchanged
 model is a no-op), and serves again once Triton is ready. If that fails, or Triton itself exits, Triton is
 restarted.
@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from beit_serve.gateway import ServingState
+from beit_serve.front_door import ServingState
 from beit_serve.server import EmbeddedServer, ServerStartError, Stub
 
 logger = logging.getLogger(__name__)

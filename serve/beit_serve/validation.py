@@ -1,4 +1,4 @@
-"""Structural checks of inference requests, done by the gateway before Triton sees them.
+"""Structural checks of inference requests, done by the front door before Triton sees them.
 
 Triton 2.51 answers a request it cannot parse with 500 / INTERNAL, as if the server were at fault: a body
 that is not JSON ("failed to parse the request JSON buffer"), a BYTES element that is not a string, a shape

@@ -2,7 +2,7 @@
 
 Triton 2.51 (the wheel's) has no request-size limit on either protocol (`--http-max-input-size` came in
 2.59; gRPC is fixed at INT32_MAX in every release, src/common.h MAX_GRPC_MESSAGE_SIZE), and a 600 MB request
-measured here took Triton and its stubs from 0.16 to 3-5 GB RSS. The gateway refuses what is over the limit
+measured here took Triton and its stubs from 0.16 to 3-5 GB RSS. The front door refuses what is over the limit
 before Triton sees a byte of it: HTTP 413 with Triton's error JSON, gRPC RESOURCE_EXHAUSTED. It also says
 what Triton cannot know:
 
@@ -11,8 +11,8 @@ what Triton cannot know:
 - a 500 / INTERNAL that Triton sends because a Python-backend stub died becomes that 503 / UNAVAILABLE
   (Triton 2.51 says "Stub process ... is not healthy" and keeps reporting ready, server#8604);
 - gRPC callers send the access key under its plain name, as over HTTP; Triton checks it as
-  `triton-grpc-protocol-<name>` (its restricted-protocol header), which the gateway adds. A gRPC call without
-  the right key is refused here with PERMISSION_DENIED: Triton 2.51 refuses it with UNAVAILABLE
+  `triton-grpc-protocol-<name>` (its restricted-protocol header), which the front door adds. A gRPC call
+  without the right key is refused here with PERMISSION_DENIED: Triton 2.51 refuses it with UNAVAILABLE
   (src/grpc/grpc_server.cc), which every client, ours included, would retry as a passing outage.
 
 - requests that Triton would answer with 500 / INTERNAL only because it cannot parse them (not JSON, a
@@ -116,7 +116,7 @@ def grpc_methods(restriction: Restriction) -> frozenset[str]:
 
 
 class ServingState:
-    """What the supervisor tells the gateway, and what the gateway counts for it. Thread safe."""
+    """What the supervisor tells the front door, and what the front door counts for it. Thread safe."""
 
     def __init__(self, stub_died: Callable[[], bool] = lambda: False) -> None:
         self._lock = threading.Lock()
@@ -257,7 +257,7 @@ class HttpFront:
         return response
 
     async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        assert self._session is not None, "the gateway is started"
+        assert self._session is not None, "the front door is started"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         headers.pop("Content-Encoding", None)
         try:
@@ -380,7 +380,7 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
-class GatewayConfig:
+class FrontDoorConfig:
     address: str
     http_port: int
     grpc_port: int
@@ -393,10 +393,10 @@ class GatewayConfig:
     """The access keys Triton enforces (its restricted APIs): gRPC calls are checked here too."""
 
 
-class Gateway:
+class FrontDoor:
     """The two fronts on an asyncio loop of their own, in a background thread."""
 
-    def __init__(self, config: GatewayConfig, state: ServingState) -> None:
+    def __init__(self, config: FrontDoorConfig, state: ServingState) -> None:
         self.config = config
         self.state = state
         self._loop = asyncio.new_event_loop()
@@ -410,7 +410,7 @@ class Gateway:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
         logger.info(
-            "gateway: HTTP %s:%d, gRPC %s:%d%s -> Triton on 127.0.0.1:%d/%d; limits HTTP %d, gRPC %d bytes",
+            "front door: HTTP %s:%d, gRPC %s:%d%s -> Triton on 127.0.0.1:%d/%d; limits HTTP %d, gRPC %d B",
             self.config.address,
             self.config.http_port,
             self.config.address,
