@@ -255,3 +255,10 @@ def load(path: Path, environment: Mapping[str, str], project_dir: Path | None = 
     if problems:
         raise ComposeError(f"{path} is not a valid compose file:\n" + "\n".join(problems))
     return model
+
+
+def flag(command: list[str], name: str) -> str:
+    """The value after `--name` in a command line given as a list (compose `command`, Kubernetes `args`),
+    which must hold it exactly once."""
+    assert command.count(f"--{name}") == 1, (name, command)
+    return str(command[command.index(f"--{name}") + 1])

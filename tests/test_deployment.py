@@ -61,13 +61,6 @@ def gpu_reserved(service: dict[str, Any]) -> bool:
     return any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
 
 
-def triton_flag(service: dict[str, Any], flag: str) -> str:
-    """The value after `--flag` in the service's command (one occurrence)."""
-    command = service["command"]
-    assert command.count(f"--{flag}") == 1, (flag, command)
-    return str(command[command.index(f"--{flag}") + 1])
-
-
 def load_plan_args() -> ModuleType:
     spec = importlib.util.spec_from_file_location("plan_args", ROOT / "build" / "tensorrt" / "plan_args.py")
     assert spec and spec.loader
@@ -105,15 +98,16 @@ def test_triton_reserves_gpus_publishes_its_ports_and_checks_readiness(services:
     triton = services["triton"]
     assert gpu_reserved(triton)
     assert published_ports(triton) == {8000, 8001, 8002}
-    assert (triton_flag(triton, "http-port"), triton_flag(triton, "grpc-port")) == ("8000", "8001")
-    assert triton_flag(triton, "metrics-port") == "8002"
+    command = triton["command"]
+    assert (compose.flag(command, "http-port"), compose.flag(command, "grpc-port")) == ("8000", "8001")
+    assert compose.flag(triton["command"], "metrics-port") == "8002"
     # The reliability contract: healthy only when a real classification answers (beit-serve probe).
     assert triton["healthcheck"]["test"] == [
         "CMD",
         "beit-serve",
         "probe",
         "--url",
-        f"http://127.0.0.1:{triton_flag(triton, 'http-port')}",
+        f"http://127.0.0.1:{compose.flag(triton['command'], 'http-port')}",
         "--timeout",
         "10",
     ]
@@ -124,11 +118,11 @@ def test_triton_runs_the_containers_tritonserver_under_beit_serve_with_room_for_
 ) -> None:
     triton = services["triton"]
     assert triton["command"][0] == "beit-serve"
-    assert triton_flag(triton, "tritonserver") == "/opt/tritonserver/bin/tritonserver"
-    assert triton_flag(triton, "backend-directory") == "/opt/tritonserver/backends"
+    assert compose.flag(triton["command"], "tritonserver") == "/opt/tritonserver/bin/tritonserver"
+    assert compose.flag(triton["command"], "backend-directory") == "/opt/tritonserver/backends"
     # Engine builds happen before Triton listens: neither beit-serve's readiness wait nor the healthcheck's
     # start period may run out first (minutes per GPU for BEiT-large).
-    assert float(triton_flag(triton, "ready-timeout")) >= 30 * 60
+    assert float(compose.flag(triton["command"], "ready-timeout")) >= 30 * 60
     assert triton["healthcheck"]["start_period"] == "30m"
 
 
@@ -184,7 +178,7 @@ def test_triton_serves_the_repository_read_only_and_caches_engines_on_a_volume(
 
     triton = services["triton"]
     mounts = volumes(triton)
-    repository = triton_flag(triton, "repository")
+    repository = compose.flag(triton["command"], "repository")
     assert mounts[repository] == Mount("bind", str(BUILT_REPOSITORY), read_only=True)
     cache_path = tensorrt_accelerator(model_config.read(TEMPLATE / "beit_model" / "config.pbtxt"))[
         "trt_engine_cache_path"
@@ -198,10 +192,10 @@ def test_model_config_name_defaults_to_config_pbtxt_and_selects_tensorrt_on_requ
     services: dict[str, Any],
 ) -> None:
     # "config" has no configs/config.pbtxt anywhere (test_model_configs keeps it so): config.pbtxt loads.
-    assert triton_flag(services["triton"], "model-config-name") == "config"
+    assert compose.flag(services["triton"]["command"], "model-config-name") == "config"
     for variant in ("tensorrt", "cpu"):
         chosen = compose_config(TRITON_MODEL_CONFIG=variant)["services"]["triton"]
-        assert triton_flag(chosen, "model-config-name") == variant
+        assert compose.flag(chosen["command"], "model-config-name") == variant
         assert (TEMPLATE / "beit_model" / "configs" / f"{variant}.pbtxt").is_file()
 
 
@@ -271,7 +265,7 @@ def test_prometheus_scrapes_triton_metrics_port(services: dict[str, Any]) -> Non
     targets = [
         t for job in config["scrape_configs"] for static in job["static_configs"] for t in static["targets"]
     ]
-    assert targets == [f"triton:{triton_flag(services['triton'], 'metrics-port')}"]
+    assert targets == [f"triton:{compose.flag(services['triton']['command'], 'metrics-port')}"]
 
 
 def test_grafana_dashboard_uses_the_provisioned_datasource_and_tritons_metric_names() -> None:

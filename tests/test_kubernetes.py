@@ -71,11 +71,6 @@ def container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def flag(command: list[str], name: str) -> str:
-    assert command.count(f"--{name}") == 1, (name, command)
-    return command[command.index(f"--{name}") + 1]
-
-
 def compose_services(**env: str) -> dict[str, Any]:
     services: dict[str, Any] = compose.load(ROOT / "docker-compose.yml", env)["services"]
     return services
@@ -123,7 +118,7 @@ def test_the_base_is_all_core_kubernetes_kinds() -> None:
 def test_triton_runs_composes_command_with_the_default_config(manifests: dict[str, dict[str, Any]]) -> None:
     triton = container(by_kind(manifests, "Deployment", "beit-triton"), "triton")
     assert triton["command"] == compose_services()["triton"]["command"]
-    assert flag(triton["command"], "model-config-name") == DEFAULT_VARIANT
+    assert compose.flag(triton["command"], "model-config-name") == DEFAULT_VARIANT
 
 
 def test_triton_ports_are_the_ones_its_arguments_open_and_the_services_reach(
@@ -133,9 +128,9 @@ def test_triton_ports_are_the_ones_its_arguments_open_and_the_services_reach(
     triton = container(deployment, "triton")
     ports = {p["name"]: p["containerPort"] for p in triton["ports"]}
     assert ports == {
-        "http": int(flag(triton["command"], "http-port")),
-        "grpc": int(flag(triton["command"], "grpc-port")),
-        "metrics": int(flag(triton["command"], "metrics-port")),
+        "http": int(compose.flag(triton["command"], "http-port")),
+        "grpc": int(compose.flag(triton["command"], "grpc-port")),
+        "metrics": int(compose.flag(triton["command"], "metrics-port")),
     }
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"] == labels
@@ -169,7 +164,7 @@ def test_probes_tell_whether_the_models_answer_and_tolerate_engine_builds(
     startup = triton["startupProbe"]
     startup_budget = startup["periodSeconds"] * startup["failureThreshold"]
     assert startup_budget >= 30 * 60
-    assert float(flag(triton["command"], "ready-timeout")) >= startup_budget
+    assert float(compose.flag(triton["command"], "ready-timeout")) >= startup_budget
     assert triton["readinessProbe"]["timeoutSeconds"] > 10  # the probe's own --timeout
 
 
@@ -189,7 +184,7 @@ def test_triton_gets_a_gpu_and_shared_memory_for_the_python_backend(
 def test_the_build_job_fills_the_claim_triton_serves_read_only(manifests: dict[str, dict[str, Any]]) -> None:
     job = by_kind(manifests, "Job", "beit-build")["spec"]["template"]["spec"]
     (build,) = job["containers"]
-    target = flag(build["args"], "repository")
+    target = compose.flag(build["args"], "repository")
     (mount,) = [m for m in build["volumeMounts"] if m["mountPath"] == target]
     claims = {
         v["name"]: v["persistentVolumeClaim"]["claimName"]
@@ -199,7 +194,8 @@ def test_the_build_job_fills_the_claim_triton_serves_read_only(manifests: dict[s
     claim = claims[mount["name"]]
     spec = by_kind(manifests, "Deployment", "beit-triton")["spec"]["template"]["spec"]
     triton = container(by_kind(manifests, "Deployment", "beit-triton"), "triton")
-    (models,) = [m for m in triton["volumeMounts"] if m["mountPath"] == flag(triton["command"], "repository")]
+    repository = compose.flag(triton["command"], "repository")
+    (models,) = [m for m in triton["volumeMounts"] if m["mountPath"] == repository]
     (volume,) = [v for v in spec["volumes"] if v["name"] == models["name"]]
     assert volume["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True} and models["readOnly"]
     assert by_kind(manifests, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -416,10 +412,10 @@ def test_the_gateway_reaches_tritons_grpc_service_and_is_probed_on_health_and_re
     gateway = container(deployment, "gateway")
     (port,) = gateway["ports"]
     assert "command" not in gateway  # the image's ENTRYPOINT, beit-gateway, takes these arguments
-    assert int(flag(gateway["args"], "port")) == port["containerPort"] == 8080
+    assert int(compose.flag(gateway["args"], "port")) == port["containerPort"] == 8080
     triton = by_kind(manifests, "Service", "beit-triton")
     grpc_port = {p["name"]: p["port"] for p in triton["spec"]["ports"]}["grpc"]
-    assert flag(gateway["args"], "triton-url") == f"grpc://{triton['metadata']['name']}:{grpc_port}"
+    assert compose.flag(gateway["args"], "triton-url") == f"grpc://{triton['metadata']['name']}:{grpc_port}"
     assert gateway["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     service = by_kind(manifests, "Service", "beit-gateway")
@@ -459,7 +455,7 @@ def test_the_cpu_overlay_serves_the_cpu_variant_without_gpus(manifests: dict[str
     deployment = json_patch(by_kind(manifests, "Deployment", "beit-triton"), operations)
     validate(deployment)
     triton = container(deployment, "triton")
-    assert flag(triton["command"], "model-config-name") == CPU_VARIANT
+    assert compose.flag(triton["command"], "model-config-name") == CPU_VARIANT
     assert (TEMPLATE / NETWORK_MODEL / "configs" / f"{CPU_VARIANT}.pbtxt").is_file()
     assert "nvidia.com/gpu" not in json.dumps(deployment)
 

@@ -333,9 +333,9 @@ def test_beit_build_takes_a_timm_hub_id_through_the_hub_cache(
         text=True,
         timeout=300,
     )
-    assert (
-        missing.returncode != 0 and "cannot load timm/beit_base_patch16_224.not_downloaded" in missing.stderr
-    )
+    assert missing.returncode != 0
+    assert "cannot download timm/beit_base_patch16_224.not_downloaded" in missing.stderr
+    assert "RANDOM=tiny" in missing.stderr
 
 
 # 2. preprocessing
