@@ -162,9 +162,9 @@ def _normalized(text: str) -> str:
 class LabelMap:
     """Label names to the served model's output indices.
 
-    A name maps by the served label's text (case and runs of whitespace aside), else by the first of its
-    comma-separated names where only one served label starts with it ("goldfish" for "goldfish, Carassius
-    auratus"), else, when the served labels are ImageNet-1k's or ImageNet-22k's, as a WordNet id."""
+    A name maps by the served label's text (case and runs of whitespace aside), else by a label's first
+    comma-separated name ("goldfish" for "goldfish, Carassius auratus"), else, when the served labels are
+    ImageNet-1k's or ImageNet-22k's, as a WordNet id. A name that several labels match is ambiguous."""
 
     labels: tuple[str, ...]
     wordnet_ids: tuple[str, ...] | None = None
