@@ -57,6 +57,8 @@ def test_the_wheel_ships_the_imagenet_label_lists_with_their_provenance(wheel: P
     names = set(zipfile.ZipFile(wheel).namelist())
     for data in ("imagenet1k_labels.txt", "imagenet22k_labels.txt", "PROVENANCE.md"):
         assert f"beit_build/data/{data}" in names
+    for data in ("imagenet1k_synsets.tsv", "imagenet22k_synsets.tsv", "PROVENANCE.md"):
+        assert f"beit_client/data/{data}" in names
 
 
 def test_a_wheel_install_builds_and_serves_a_checkpoint(
@@ -111,3 +113,26 @@ def test_the_client_only_install_has_no_torch_and_classifies_with_the_cli(
         )
         [line] = [json.loads(line) for line in out.splitlines()]
         assert line["source"] == str(image) and len(line["predictions"]) == 3
+
+
+def test_the_client_only_install_evaluates_and_says_the_png_needs_matplotlib(
+    client_only: Path, triton_server: object, tmp_path: Path
+) -> None:
+    for name in ("class 1", "class 4"):
+        (tmp_path / "val" / name).mkdir(parents=True)
+        (tmp_path / "val" / name / "a.jpg").write_bytes(encode(photo(64, 48), "JPEG"))
+    url = triton_server.http_url  # type: ignore[attr-defined]
+    command = [client_only / "beit-client", "evaluate", tmp_path / "val", "--url", url]
+    result = subprocess.run(
+        [*map(str, command), "--output", "out.jsonl"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "images: 2 classified, 0 failed; classes: 2" in result.stdout
+    assert "note: no PNG: a PNG needs matplotlib, which the client does not install" in result.stderr
+    assert json.loads((tmp_path / "out.report.json").read_text())["images"] == 2
+    assert not (tmp_path / "out.report.png").exists()
+    # Asked for by name, a PNG that cannot be drawn fails the command.
+    result = subprocess.run(
+        [*map(str, command), "--png", "plot.png"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "error: no PNG: a PNG needs matplotlib" in result.stderr

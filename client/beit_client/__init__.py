@@ -2,9 +2,11 @@
 
 from ._client import AsyncBeitClient, BeitClient
 from ._config import RequestOptions, RetryPolicy, ServerURL, TLSConfig
+from ._datasets import LabeledImage
 from ._exceptions import (
     BeitClientError,
     ClientClosedError,
+    EvaluationError,
     InvalidImageError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -15,7 +17,14 @@ from ._exceptions import (
     ServerUnavailableError,
     TransientError,
 )
-from ._models import ModelInfo, Prediction
+from ._models import (
+    ClassMetrics,
+    ConfusedPair,
+    EvaluationFailure,
+    EvaluationReport,
+    ModelInfo,
+    Prediction,
+)
 from ._transports import (
     AsyncMockTransport,
     AsyncTransport,
@@ -32,13 +41,19 @@ __all__ = [
     "AsyncTransport",
     "BeitClient",
     "BeitClientError",
+    "ClassMetrics",
     "ClientClosedError",
+    "ConfusedPair",
+    "EvaluationError",
+    "EvaluationFailure",
+    "EvaluationReport",
     "ImageEncoding",
     "ImageInput",
     "ImagesInput",
     "InferRequest",
     "InvalidImageError",
     "InvalidRequestError",
+    "LabeledImage",
     "MockTransport",
     "ModelInfo",
     "ModelNotFoundError",

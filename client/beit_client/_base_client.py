@@ -13,6 +13,7 @@ from typing import Any, Generic, Self, TypeVar, Unpack
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from beit_repository.names import (
     CLASSIFY_MODEL,
@@ -50,16 +51,19 @@ __all__ = [
     "BaseClient",
     "Call",
     "PreparedChunk",
+    "SCORES_TASK",
     "Settings",
     "Task",
     "decode_embeddings",
     "decode_predictions",
+    "decode_scores",
 ]
 
 log = logging.getLogger("beit_client")
 
 ResultT = TypeVar("ResultT")
 Embedding = npt.NDArray[np.float32]
+Scores = npt.NDArray[np.float32]
 
 
 def decode_predictions(outputs: Tensors) -> list[list[Prediction]]:
@@ -87,6 +91,15 @@ def decode_embeddings(outputs: Tensors) -> list[Embedding]:
     return list(matrix.reshape(matrix.shape[0], -1))
 
 
+def decode_scores(outputs: Tensors) -> list[Scores]:
+    """The raw `PROBABILITIES` rows (asked without `class_count`): every class's probability."""
+    matrix = np.asarray(outputs[PROBABILITIES])
+    if matrix.dtype == np.object_:
+        raise ValueError("classification strings where the raw probabilities were asked for")
+    matrix = matrix.astype(np.float32, copy=False)
+    return list(matrix.reshape(matrix.shape[0], -1))
+
+
 @dataclass(frozen=True)
 class Task(Generic[ResultT]):
     """One kind of question to the model: which ensemble answers it, which output, how to read the rows."""
@@ -107,6 +120,21 @@ def classify_task(top_k: int) -> Task[list[Prediction]]:
 
 
 EMBED_TASK: Task[Embedding] = Task(EMBED_MODEL, EMBEDDING, 0, decode_embeddings)
+SCORES_TASK: Task[Scores] = Task(CLASSIFY_MODEL, PROBABILITIES, 0, decode_scores)
+"""Every class's probability, as the raw tensor: what a multi-label evaluation ranks."""
+
+
+def probe_image() -> Image.Image:
+    """An image to ask the classification extension for every class, whose answer names them all."""
+    return Image.new("RGB", (32, 32), (128, 128, 128))
+
+
+def served_labels(predictions: Sequence[Prediction], num_labels: int) -> list[str]:
+    """The label of each output index, from an answer for every class."""
+    by_index = {prediction.index: prediction.label for prediction in predictions}
+    if sorted(by_index) != list(range(num_labels)):
+        raise ServerError(f"asked for all {num_labels} classes, the server answered {len(by_index)}")
+    return [by_index[index] for index in range(num_labels)]
 
 
 @dataclass(frozen=True)
@@ -250,10 +278,11 @@ def parse_model_info(config: ModelConfig) -> ModelInfo:
 @dataclass
 class ClientState:
     """What a client shares with its `with_options` copies, besides the transport: the model configs read so
-    far, the model info parsed from them, and whether the client was closed."""
+    far, the model info parsed from them, the served labels, and whether the client was closed."""
 
     configs: dict[str, ModelConfig] = field(default_factory=dict)
     model_info: ModelInfo | None = None
+    labels: list[str] | None = None
     closed: bool = False
 
 

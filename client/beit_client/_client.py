@@ -4,9 +4,11 @@ leaves everything else to `BaseClient`."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import aclosing, closing
 from types import TracebackType
 from typing import Any, Literal, TypeVar, Unpack, cast, overload
 
@@ -27,13 +29,16 @@ from ._base_client import (
     model_not_ready,
     parse_model_info,
     plan_chunks,
+    probe_image,
     read_results,
+    served_labels,
 )
 from ._config import RequestOptionFields, RequestOptions, TLSConfig
-from ._constants import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOP_K
+from ._constants import DEFAULT_CONFUSED_PAIRS, DEFAULT_MAX_CONCURRENCY, DEFAULT_THRESHOLD, DEFAULT_TOP_K
+from ._evaluation import DatasetInput, EvaluationRun
 from ._exceptions import BeitClientError, InvalidRequestError, ServerUnavailableError, TransientError
 from ._images import as_image_list
-from ._models import ModelInfo, Prediction
+from ._models import EvaluationReport, ModelInfo, Prediction
 from ._transports import create_async_transport, create_transport
 from ._transports.base import AsyncTransport, ModelConfig, Transport
 from ._types import ImageInput, ImagesInput
@@ -43,6 +48,9 @@ __all__ = ["AsyncBeitClient", "BeitClient"]
 T = TypeVar("T")
 ResultT = TypeVar("ResultT")
 Outcomes = dict[int, Any]
+Progress = Callable[[int, int], None]
+"""Called with (images answered, images in the dataset) as an evaluation goes: once before the first
+request (the images already in the results file), then after each answered chunk."""
 
 
 class BeitClient(BaseClient):
@@ -133,6 +141,54 @@ class BeitClient(BaseClient):
         _raise_first_error(outcomes)
         return cast(list[list[Prediction]], outcomes)
 
+    def labels(self, *, refresh: bool = False) -> list[str]:
+        """The served label of each output index, as Triton's classification extension names them (the
+        model's labels file): read once, by asking for every class of one probe image, then cached until
+        `refresh=True`."""
+        self._check_open()
+        if self._state.labels is None or refresh:
+            num_labels = self.model_info(refresh=refresh).num_labels
+            [predictions] = self.classify(probe_image(), num_labels)
+            self._state.labels = served_labels(predictions, num_labels)
+        return list(self._state.labels)
+
+    def evaluate(
+        self,
+        data: DatasetInput,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        threshold: float = DEFAULT_THRESHOLD,
+        output: str | os.PathLike[str] | None = None,
+        confused_pairs: int = DEFAULT_CONFUSED_PAIRS,
+        progress: Progress | None = None,
+    ) -> EvaluationReport:
+        """Runs a labeled dataset through the served model and measures it: top-1 and top-`top_k` accuracy
+        for a multi-class head, mAP and micro/macro F1 at `threshold` for a multi-label one, per class, with
+        the most confused class pairs. `data`: a folder of class folders, a .csv or .jsonl of paths and
+        labels, or `LabeledImage`s; labels are served label texts or (ImageNet heads) WordNet ids. With
+        `output`, each image's result is appended to that JSON lines file as it arrives and a rerun skips the
+        images already there. Refused images are the report's `failures`; other errors are raised."""
+        self._check_open()
+        info, labels = self.model_info(), self.labels()
+        run = EvaluationRun.start(
+            data,
+            info,
+            labels,
+            top_k=top_k,
+            threshold=threshold,
+            confused_pairs=confused_pairs,
+            output=output,
+        )
+        with run:
+            if progress is not None:
+                progress(run.processed, run.total)
+            with closing(self._stream(run.sources, Call(run.task, self._settings))) as answers:
+                for indices, outcomes in answers:
+                    run.record(indices, outcomes)
+                    if progress is not None:
+                        progress(run.processed, run.total)
+        return run.report()
+
     @overload
     def embed(self, images: ImagesInput, *, return_exceptions: Literal[False] = False) -> Embedding: ...
 
@@ -199,6 +255,39 @@ class BeitClient(BaseClient):
         else:
             parts = list(self._executor.map(lambda chunk: self._run_chunk(images, chunk, call), chunks))
         return gather_outcomes(len(images), parts)
+
+    def _stream(
+        self, images: Sequence[ImageInput], call: Call[ResultT]
+    ) -> Generator[tuple[range, list[Any]], None, None]:
+        """Each chunk's indices and outcomes as soon as it is answered, `max_concurrency` chunks in flight.
+        Closing the iterator early (an interrupt) cancels the chunks not yet sent and does not wait for
+        those in flight."""
+        if not images:
+            return
+        self._model_config(call.model)
+        if call.settings.preprocess == "client":
+            self.model_info()
+        chunks = iter(plan_chunks(len(images), self._max_batch_size(call.model)))
+        in_flight: dict[Future[Outcomes], range] = {}
+
+        def send_next() -> None:
+            chunk = next(chunks, None)
+            if chunk is not None:
+                in_flight[self._executor.submit(self._run_chunk, images, chunk, call)] = chunk
+
+        try:
+            for _ in range(self.max_concurrency):
+                send_next()
+            while in_flight:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    chunk = in_flight.pop(future)
+                    send_next()
+                    outcomes = future.result()
+                    yield chunk, [outcomes[index] for index in chunk]
+        finally:
+            for future in in_flight:
+                future.cancel()
 
     def _run_chunk(self, images: Sequence[ImageInput], chunk: range, call: Call[Any]) -> Outcomes:
         prepared = self._prepare_chunk(images, chunk, call)
@@ -314,6 +403,55 @@ class AsyncBeitClient(BaseClient):
         _raise_first_error(outcomes)
         return cast(list[list[Prediction]], outcomes)
 
+    async def labels(self, *, refresh: bool = False) -> list[str]:
+        """The served label of each output index, as Triton's classification extension names them (the
+        model's labels file): read once, by asking for every class of one probe image, then cached until
+        `refresh=True`."""
+        self._check_open()
+        if self._state.labels is None or refresh:
+            num_labels = (await self.model_info(refresh=refresh)).num_labels
+            [predictions] = await self.classify(probe_image(), num_labels)
+            self._state.labels = served_labels(predictions, num_labels)
+        return list(self._state.labels)
+
+    async def evaluate(
+        self,
+        data: DatasetInput,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        threshold: float = DEFAULT_THRESHOLD,
+        output: str | os.PathLike[str] | None = None,
+        confused_pairs: int = DEFAULT_CONFUSED_PAIRS,
+        progress: Progress | None = None,
+    ) -> EvaluationReport:
+        """Runs a labeled dataset through the served model and measures it: top-1 and top-`top_k` accuracy
+        for a multi-class head, mAP and micro/macro F1 at `threshold` for a multi-label one, per class, with
+        the most confused class pairs. `data`: a folder of class folders, a .csv or .jsonl of paths and
+        labels, or `LabeledImage`s; labels are served label texts or (ImageNet heads) WordNet ids. With
+        `output`, each image's result is appended to that JSON lines file as it arrives and a rerun skips the
+        images already there. Refused images are the report's `failures`; other errors are raised."""
+        self._check_open()
+        info, labels = await self.model_info(), await self.labels()
+        run = await asyncio.to_thread(
+            EvaluationRun.start,
+            data,
+            info,
+            labels,
+            top_k=top_k,
+            threshold=threshold,
+            confused_pairs=confused_pairs,
+            output=output,
+        )
+        with run:
+            if progress is not None:
+                progress(run.processed, run.total)
+            async with aclosing(self._stream(run.sources, Call(run.task, self._settings))) as answers:
+                async for indices, outcomes in answers:
+                    run.record(indices, outcomes)
+                    if progress is not None:
+                        progress(run.processed, run.total)
+        return await asyncio.to_thread(run.report)
+
     @overload
     async def embed(self, images: ImagesInput, *, return_exceptions: Literal[False] = False) -> Embedding: ...
 
@@ -383,6 +521,38 @@ class AsyncBeitClient(BaseClient):
 
         parts = await asyncio.gather(*(run_chunk(chunk) for chunk in chunks))
         return gather_outcomes(len(images), parts)
+
+    async def _stream(
+        self, images: Sequence[ImageInput], call: Call[ResultT]
+    ) -> AsyncGenerator[tuple[range, list[Any]], None]:
+        """Each chunk's indices and outcomes as soon as it is answered, `max_concurrency` chunks in flight.
+        Closing the iterator early cancels the chunks still in flight."""
+        if not images:
+            return
+        await self._model_config(call.model)
+        if call.settings.preprocess == "client":
+            await self.model_info()
+        chunks = iter(plan_chunks(len(images), self._max_batch_size(call.model)))
+        in_flight: dict[asyncio.Task[Outcomes], range] = {}
+
+        def send_next() -> None:
+            chunk = next(chunks, None)
+            if chunk is not None:
+                in_flight[asyncio.ensure_future(self._run_chunk(images, chunk, call))] = chunk
+
+        try:
+            for _ in range(self.max_concurrency):
+                send_next()
+            while in_flight:
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    chunk = in_flight.pop(task)
+                    send_next()
+                    outcomes = task.result()
+                    yield chunk, [outcomes[index] for index in chunk]
+        finally:
+            for task in in_flight:
+                task.cancel()
 
     async def _run_chunk(self, images: Sequence[ImageInput], chunk: range, call: Call[Any]) -> Outcomes:
         prepared = await asyncio.to_thread(self._prepare_chunk, images, chunk, call)

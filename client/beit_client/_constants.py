@@ -42,3 +42,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 """Files the CLI picks up when it walks a folder."""
+
+DEFAULT_THRESHOLD = 0.5
+"""Multi-label evaluation: a label counts as predicted when its probability is at least this."""
+DEFAULT_CONFUSED_PAIRS = 10
+"""How many of the most confused (true, predicted) class pairs an evaluation report lists."""

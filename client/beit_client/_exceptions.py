@@ -2,6 +2,9 @@
 
     BeitClientError                  .status_code, .model, .request_id: each None when unknown
     ├── ClientClosedError            a call on a closed client (or on a `with_options` copy of one)
+    ├── EvaluationError              an evaluation that cannot run: its dataset unreadable or naming labels
+    │                                the server does not serve (listed in `.unmapped`), or its results
+    │                                file holding another evaluation
     ├── TransientError               worth retrying; retried with backoff before it reaches the caller
     │   ├── ServerUnavailableError   no answer (refused, reset) or HTTP 503 / gRPC UNAVAILABLE
     │   └── RequestTimeoutError      connect or read timed out, gRPC DEADLINE_EXCEEDED
@@ -28,9 +31,12 @@ Errors from `tritonclient` and the libraries under it become these in one place,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "BeitClientError",
     "ClientClosedError",
+    "EvaluationError",
     "InvalidImageError",
     "InvalidRequestError",
     "ModelNotFoundError",
@@ -62,6 +68,16 @@ class BeitClientError(Exception):
 
 class ClientClosedError(BeitClientError):
     pass
+
+
+class EvaluationError(BeitClientError):
+    """An evaluation that cannot run: its dataset is unreadable or malformed, names labels the server does
+    not serve (`unmapped` holds those names; it is empty for the other reasons), or its results file holds
+    another evaluation's results."""
+
+    def __init__(self, message: str, *, unmapped: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.unmapped = tuple(unmapped)
 
 
 class TransientError(BeitClientError):

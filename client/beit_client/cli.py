@@ -3,6 +3,7 @@
     beit-client classify cat.jpg photos/ https://example.com/dog.png [--top-k 5] [--json]
     beit-client classify photos/ --output results.jsonl   # batch job: progress bar, resumable
     beit-client embed photos/ --output emb.npy             # writes emb.npy and emb.txt (one source a row)
+    beit-client evaluate val/ --output val.jsonl           # accuracy on labeled images: table, JSON, PNG
     beit-client health
     beit-client info
 
@@ -30,15 +31,18 @@ from tqdm import tqdm
 
 from ._client import BeitClient
 from ._constants import (
+    DEFAULT_CONFUSED_PAIRS,
     DEFAULT_HTTP_PORT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_THRESHOLD,
     DEFAULT_TIMEOUT,
     DEFAULT_TOP_K,
     IMAGE_EXTENSIONS,
 )
 from ._exceptions import BeitClientError, InvalidImageError
-from ._models import ModelInfo, Prediction
+from ._models import EvaluationReport, ModelInfo, Prediction
+from ._plots import PlotUnavailableError, write_png
 
 __all__ = [
     "BatchJob",
@@ -49,6 +53,7 @@ __all__ = [
     "collect_sources",
     "completed_sources",
     "folders_without_images",
+    "format_report",
     "main",
     "run",
 ]
@@ -361,6 +366,105 @@ def _embed(client: BeitClient, args: argparse.Namespace) -> int:
     return _failed_summary(len(failures))
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def format_report(report: EvaluationReport) -> str:
+    """The report as text: the headline figures, a per-class table (weakest first) and the most confused
+    pairs."""
+    task = "multi-label" if report.multi_label else "multi-class"
+    lines = [
+        f"checkpoint: {report.checkpoint} ({task}; labels mapped by {report.label_mapping})",
+        f"images: {report.images} classified, {len(report.failures)} failed; classes: {report.classes}",
+    ]
+    if report.multi_label:
+        lines.append(f"threshold: {report.threshold}")
+    lines += [f"{name}: {_percent(value)}" for name, value in report.titled_summary().items()]
+    if report.multi_label:
+        header = ["index", "support", "AP", "precision", "recall", "F1"]
+        rows = sorted(report.per_class, key=lambda row: (row.average_precision, -row.support, row.index))
+        figures = [[row.average_precision, row.precision, row.recall, row.f1] for row in rows]
+    else:
+        header = ["index", "support", "top-1", f"top-{report.top_k}", "precision", "F1"]
+        rows = sorted(report.per_class, key=lambda row: (row.top1_accuracy, -row.support, row.index))
+        figures = [[row.top1_accuracy, row.top_k_accuracy, row.precision, row.f1] for row in rows]
+    lines += ["", "per class, weakest first:", "  ".join(f"{name:>9}" for name in header) + "  label"]
+    for row, values in zip(rows, figures, strict=True):
+        cells = [f"{row.index:>9}", f"{row.support:>9}", *(f"{_percent(value):>9}" for value in values)]
+        lines.append("  ".join(cells) + f"  {row.label}")
+    lines += ["", "most confused, true -> predicted:"]
+    lines += [
+        f"{pair.count:>9}  {pair.true_label} -> {pair.predicted_label}" for pair in report.confused_pairs
+    ] or ["     none"]
+    return "\n".join(lines)
+
+
+def _report_paths(args: argparse.Namespace) -> tuple[Path | None, Path | None, bool]:
+    """Where the JSON report and the PNG go, and whether the PNG was asked for by name. Beside `--output`
+    unless given."""
+    output = None if args.output is None else Path(args.output)
+    report = Path(args.report) if args.report else None
+    png = Path(args.png) if args.png else None
+    if output is not None:
+        stem = output.with_suffix("").name
+        report = report or output.with_name(f"{stem}.report.json")
+        png = png or output.with_name(f"{stem}.report.png")
+    return report, png, args.png is not None
+
+
+def _evaluate(client: BeitClient, args: argparse.Namespace) -> int:
+    report_path, png_path, png_asked = _report_paths(args)
+    for path in (args.output and Path(args.output), report_path, png_path):
+        if path and not _prepare_output(path):
+            return EXIT_FAILED
+    _warn_if_random(client.model_info())
+    bar: tqdm[Any] | None = None
+    progress = (0, 0)
+
+    def show(processed: int, total: int) -> None:
+        nonlocal bar, progress
+        if bar is None:
+            bar = tqdm(total=total, initial=processed, unit="img", disable=args.no_progress)
+        bar.update(processed - bar.n)
+        progress = (processed, total)
+
+    try:
+        report = client.evaluate(
+            args.data,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            output=args.output,
+            confused_pairs=args.pairs,
+            progress=show,
+        )
+    except KeyboardInterrupt:
+        done = f"{progress[0]} of {progress[1]} images done"
+        where = (
+            f"; the results are in {args.output}: run the same command again to finish" if args.output else ""
+        )
+        print(f"beit-client: interrupted: {done}{where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if bar is not None:
+            bar.close()
+    for failure in report.failures:
+        tqdm.write(f"failed: {failure.source}: {failure.reason}", file=sys.stderr)
+    print(format_report(report))
+    if report_path is not None:
+        report_path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        print(f"report -> {report_path}", file=sys.stderr)
+    code = _failed_summary(len(report.failures))
+    if png_path is not None:
+        try:
+            write_png(report, png_path)
+            print(f"plot -> {png_path}", file=sys.stderr)
+        except PlotUnavailableError as e:
+            print(f"{'error' if png_asked else 'note'}: no PNG: {e}", file=sys.stderr)
+            code = EXIT_FAILED if png_asked else code
+    return code
+
+
 def _health(client: BeitClient, args: argparse.Namespace) -> int:
     live, ready = client.live(), client.ready()
     if ready:
@@ -421,6 +525,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed = commands.add_parser("embed", parents=[connection, images], help="embedding per image")
     embed.add_argument("--output", help="a .npy file; the sources go alongside as .txt, one per row")
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[connection],
+        help="accuracy on a labeled dataset",
+        description="Runs a labeled dataset through the server and measures it: top-1 and top-k accuracy "
+        "(multi-class), mAP and micro/macro F1 at a threshold (multi-label); per class, and the most "
+        "confused pairs.",
+    )
+    evaluate.add_argument(
+        "data",
+        metavar="DATA",
+        help="a folder of class folders (DATA/<label or WordNet id>/*.jpg), or a .csv (columns path, label; "
+        'several labels joined by |) or .jsonl ({"path": ..., "label": ... or [...]}) file',
+    )
+    evaluate.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="multi-class: top-k accuracy")
+    evaluate.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="multi-label: a label is predicted at or above this probability (default %(default)s)",
+    )
+    evaluate.add_argument(
+        "--output",
+        help="append each image's result here as a JSON line; a rerun skips images already there. The "
+        "report goes beside it (NAME.report.json, NAME.report.png) unless --report/--png say otherwise",
+    )
+    evaluate.add_argument("--report", help="write the report as JSON here")
+    evaluate.add_argument("--png", help="draw the report here (needs matplotlib)")
+    evaluate.add_argument(
+        "--pairs", type=int, default=DEFAULT_CONFUSED_PAIRS, help="most confused pairs to list"
+    )
+    evaluate.add_argument(
+        "--concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY, help="requests in flight"
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     commands.add_parser("health", parents=[connection], help="is the server live and the model ready")
     commands.add_parser("info", parents=[connection], help="what checkpoint the server runs")
     return parser
@@ -440,6 +579,7 @@ def _make_client(args: argparse.Namespace) -> BeitClient:
 _COMMANDS: dict[str, Callable[[BeitClient, argparse.Namespace], int]] = {
     "classify": _classify,
     "embed": _embed,
+    "evaluate": _evaluate,
     "health": _health,
     "info": _info,
 }
