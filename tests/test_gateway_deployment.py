@@ -23,7 +23,7 @@ import pytest
 
 from beit_gateway.cli import parse_args
 from tests import compose
-from tests.conftest import free_port
+from tests.conftest import free_port, processes_mentioning
 from tests.gateway import ROOT, running_gateway
 from tests.images import encode, photo
 
@@ -182,19 +182,6 @@ def test_a_server_that_exits_stops_the_other_and_its_code_is_the_supervisors(tmp
 def refused(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in command:
-                found.append(command)
-    return found
 
 
 @pytest.mark.server

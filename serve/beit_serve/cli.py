@@ -23,6 +23,7 @@ from types import FrameType
 
 from beit_repository.names import DEFAULT_REPOSITORY, EMBEDDED_VARIANT
 from beit_serve.front_door import FrontDoor, FrontDoorConfig, GrpcTLS, ServingState
+from beit_serve.preflight import PreflightError, check_ports_free, check_repository
 from beit_serve.server import EmbeddedServer, Restriction
 from beit_serve.supervisor import Supervisor
 
@@ -194,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return probe_main(argv[1:])
     args = parse_args(argv)
+    try:
+        check_repository(args.repository, args.model_config_name)
+        ports = {"http-port": args.http_port, "grpc-port": args.grpc_port, "metrics-port": args.metrics_port}
+        check_ports_free(args.address, ports)
+    except PreflightError as error:
+        print(f"beit-serve: error: {error}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     triton_restrictions, admin_headers = restrictions(args)
     upstream_http, upstream_grpc = loopback_port(), loopback_port()

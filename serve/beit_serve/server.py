@@ -3,6 +3,8 @@ the nvidia-pytriton wheel, or any other (`tritonserver=`, e.g. the Triton contai
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import logging
 import os
 import signal
@@ -28,6 +30,13 @@ class ServerStartError(RuntimeError):
 
 
 STUB_EXECUTABLE = "triton_python_backend_stub"
+SHM_DIRECTORY = Path("/dev/shm")
+SHM_PREFIX = "beit_serve_"
+"""The Python backend's shared-memory regions are named PREFIX + a UUID (python_backend
+src/stub_launcher.cc); each server gives them beit_serve_<pid>_<n>_ so that it can find and remove what a
+crash leaves behind: a region killed stubs never unlink holds its memory until reboot."""
+PR_SET_PDEATHSIG = 1
+_instances = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,7 @@ class EmbeddedServer:
         self.log_verbose = log_verbose
         self.exit_timeout = exit_timeout
         self.extra_args = extra_args
+        self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{next(_instances)}_"
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log: IO[bytes] | None = None
@@ -149,6 +159,7 @@ class EmbeddedServer:
             "--strict-readiness=true",
             # How long Triton drains in-flight requests (and idle keep-alive connections) on SIGTERM.
             f"--exit-timeout-secs={self.exit_timeout}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         if self.model_config_name:
             args.append(f"--model-config-name={self.model_config_name}")
@@ -169,6 +180,7 @@ class EmbeddedServer:
             raise ServerStartError(f"no model repository at {self.repository}")
         if self.tritonserver is not None and not self.tritonserver.is_file():
             raise ServerStartError(f"no tritonserver binary at {self.tritonserver}")
+        remove_orphaned_shm_regions()
         self._workdir = tempfile.TemporaryDirectory(prefix="beit-serve-")
         env = dict(os.environ)
         if self.tritonserver is None:
@@ -186,6 +198,8 @@ class EmbeddedServer:
             stdout=self._log,
             stderr=subprocess.STDOUT if self._log else None,
             start_new_session=True,
+            # Triton, in a session of its own, would outlive a killed beit-serve and go on holding its ports.
+            preexec_fn=_terminate_with_parent,
         )
         return self
 
@@ -285,6 +299,7 @@ class EmbeddedServer:
             # Stubs can outlive a crashed server; they share its process group.
             _signal_group(process.pid, signal.SIGKILL)
             process.wait()
+            remove_shm_regions(self.shm_prefix)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -325,6 +340,33 @@ def _redacted(command: list[str], restrictions: tuple[Restriction, ...]) -> list
             arg = arg.replace(f"={secret}", "=***")
         redacted.append(arg)
     return redacted
+
+
+def remove_shm_regions(prefix: str) -> list[str]:
+    """Unlink the shared-memory regions named `prefix`*; returns their names."""
+    removed = []
+    for region in SHM_DIRECTORY.glob(f"{prefix}*"):
+        region.unlink(missing_ok=True)
+        removed.append(region.name)
+    return removed
+
+
+def remove_orphaned_shm_regions() -> None:
+    """Regions of servers whose beit-serve process is gone (killed with -9, or the machine's OOM killer):
+    nothing else would ever remove them."""
+    owners = {
+        region.name.removeprefix(SHM_PREFIX).split("_", 1)[0]
+        for region in SHM_DIRECTORY.glob(f"{SHM_PREFIX}*")
+    }
+    for owner in owners:
+        if owner.isdigit() and not Path("/proc", owner).exists():
+            removed = remove_shm_regions(f"{SHM_PREFIX}{owner}_")
+            logger.info("removed %d shared-memory regions left by beit-serve process %s", len(removed), owner)
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies (Linux prctl)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
