@@ -32,7 +32,15 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from beit_repository.names import CONFIG_FILE, IMAGE, NETWORK_MODEL, PIXEL_VALUES, PREPROCESS_MODEL
+from beit_repository import model_config
+from beit_repository.names import (
+    CONFIG_FILE,
+    IMAGE,
+    MODEL_VERSION,
+    NETWORK_MODEL,
+    PIXEL_VALUES,
+    PREPROCESS_MODEL,
+)
 from tests import compose
 from tests.conftest import free_port, wait_ready
 from tests.images import encode, photo
@@ -209,20 +217,55 @@ def test_the_triton_images_healthcheck_passes_on_a_serving_server_and_fails_on_a
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+NETWORK_STAND_IN = """
+# Stand-in for the container's onnxruntime backend, which the nvidia-pytriton wheel's Triton lacks: zeros
+# of the configured output shapes, so the ensembles around beit_model load and Triton reports ready.
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.outputs = {output["name"]: [int(dim) for dim in output["dims"]] for output in config["output"]}
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            batch = request.inputs()[0].as_numpy().shape[0]
+            tensors = [
+                pb_utils.Tensor(name, np.zeros([batch, *dims], np.float32))
+                for name, dims in self.outputs.items()
+            ]
+            responses.append(pb_utils.InferenceResponse(tensors))
+        return responses
+"""
+
+
 @pytest.fixture
-def preprocess_only(tiny_repository: Path, tmp_path: Path) -> Path:
-    """The built preprocessor alone: the one model of the GPU deployment a CPU-only Triton can load with
-    its GPU config (config.pbtxt: Python backend, KIND_CPU)."""
+def gpu_repository_on_cpu(tiny_repository: Path, tmp_path: Path) -> Path:
+    """The built repository, every model on its GPU-deployment config.pbtxt; beit_model keeps its config's
+    tensors and batching but runs NETWORK_STAND_IN on a CPU instance."""
     repository = tmp_path / "models"
-    shutil.copytree(tiny_repository / PREPROCESS_MODEL, repository / PREPROCESS_MODEL)
+    shutil.copytree(tiny_repository, repository)
+    network = repository / NETWORK_MODEL
+    config = model_config.read(network / CONFIG_FILE)
+    config.backend = "python"
+    config.ClearField("optimization")
+    for group in config.instance_group:
+        group.kind = group.KIND_CPU
+    model_config.write(network / CONFIG_FILE, config)
+    (network / MODEL_VERSION / "model.py").write_text(NETWORK_STAND_IN)
     return repository
 
 
 @pytest.fixture
 def served_by_triton_image(
-    triton_image: Path, container_backends: Path, preprocess_only: Path, tmp_path: Path
+    triton_image: Path, container_backends: Path, gpu_repository_on_cpu: Path, tmp_path: Path
 ) -> Iterator[str]:
-    """The compose `triton` command run in the image's environment, on the preprocessor only."""
+    """The compose `triton` command run in the image's environment."""
     from beit_serve import distribution
 
     triton = compose_services()["triton"]
@@ -230,7 +273,7 @@ def served_by_triton_image(
     paths = {
         "/opt/tritonserver/bin/tritonserver": distribution.tritonserver_binary(),
         "/opt/tritonserver/backends": container_backends,
-        "/models": preprocess_only,
+        "/models": gpu_repository_on_cpu,
     }
     command = mapped(triton["command"], paths)
     ports = {"--http-port": http_port, "--grpc-port": free_port(), "--metrics-port": free_port()}
