@@ -19,6 +19,16 @@ from tests.checkpoints import save_tiny_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pip_without_bytecode() -> Iterator[None]:
+    """The tests' throwaway venvs install without compiling bytecode, which is 45 of the 70 s torch,
+    transformers and onnxruntime take to install here, for environments that run a few commands once. pip
+    reads PIP_NO_COMPILE as the value of its store-false --no-compile option: "0" turns compilation off."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIP_NO_COMPILE", "0")
+        yield
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
