@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import onnxruntime as ort
+import openapi_spec_validator
 import pytest
 import tritonclient.grpc as grpcclient
 from fastapi.testclient import TestClient
@@ -718,6 +719,7 @@ def test_openapi_docs_describe_both_contracts(gateway):
     docs = httpx.get(f"{gateway.url}/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower() and "/openapi.json" in docs.text
     spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    openapi_spec_validator.validate(spec)
     assert {"/score", "/models/{model}", "/health", "/ready", "/metrics"} <= set(spec["paths"])
     score = spec["paths"]["/score"]["post"]
     assert score["requestBody"]["content"]["application/json"]["schema"] == {

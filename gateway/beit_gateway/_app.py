@@ -409,15 +409,6 @@ def create_app(settings: GatewaySettings, *, resolver: Resolver | None = None) -
         tags=["Azure ML"],
         response_model=list[list[ScoredLabel]],
         openapi_extra={
-            "parameters": [
-                {
-                    "name": "model",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "enum": [CLASSIFY_MODEL]},
-                    "description": "The served model's name",
-                }
-            ],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": _json_schema_ref("AzureRequest")}},
