@@ -17,7 +17,7 @@ import pytest
 from beit_build import build_repository
 from beit_build.build import is_built
 from beit_build.check_engine import check_engine
-from beit_build.onnx_files import external_data_files, model_files
+from beit_build.onnx_files import external_data_files, model_files, save_model
 from beit_build.repository import ONNX_PATH, read_parameters
 from beit_client import BeitClient
 from beit_repository.names import ONNX_DATA_FILES_PARAMETER, onnx_data_file
@@ -110,3 +110,21 @@ def test_the_served_answers_equal_the_single_file_builds(
     with BeitClient(external_server.http_url) as external, BeitClient(triton_server.http_url) as single:
         assert external.classify(images, top_k=10) == single.classify(images, top_k=10)
         np.testing.assert_array_equal(external.embed(images), single.embed(images))
+
+
+def test_an_export_scattered_over_one_file_per_tensor_is_packed_into_one_data_file(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    # What the TorchScript exporter writes above 2 GiB: every tensor in a file of its own beside the model.
+    model = onnx.load(str(tiny_repository / ONNX_PATH))
+    weights = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    scattered = tmp_path / "staging" / "model.onnx"
+    scattered.parent.mkdir()
+    onnx.save_model(model, str(scattered), save_as_external_data=True, all_tensors_to_one_file=False)
+    assert len(list(scattered.parent.iterdir())) > 10
+    (data,) = save_model(onnx.load(str(scattered), load_external_data=False), scattered, external_data=False)
+    assert sorted(scattered.parent.iterdir()) == sorted([scattered, data])
+    packed = onnx.load(str(scattered)).graph.initializer
+    assert {tensor.name for tensor in packed} == weights.keys()
+    for tensor in packed:
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(tensor), weights[tensor.name])
