@@ -2,7 +2,8 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 MODEL ?= microsoft/beit-base-patch16-224-pt22k-ft22k
-# RANDOM=tiny|base|large builds a randomly initialized BEiT instead of MODEL (offline; predictions are noise).
+# RANDOM=tiny|base|large|data2vec-vision-large builds a randomly initialized checkpoint of that architecture
+# instead of MODEL (offline; predictions are noise).
 RANDOM ?=
 # The built repository (beit_repository.names.DEFAULT_REPOSITORY): model_repository/ is its template.
 REPOSITORY ?= output/model_repository

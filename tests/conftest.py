@@ -123,6 +123,17 @@ def tiny_repository(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
+def tiny_external_repository(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny repository with its weights in an external data file beside model.onnx, as every model above
+    protobuf's 2 GiB is built (`beit-build --external-data` forces it at any size)."""
+    from beit_build import build_repository
+
+    repository = tmp_path_factory.mktemp("tiny-external-repository")
+    build_repository(tiny_checkpoint, repository, external_data=True)
+    return repository
+
+
+@pytest.fixture(scope="session")
 def tiny_384_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint at its own resolution, not BEiT's usual 224: sizes must follow it everywhere."""
     return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-384"), image_size=384, num_labels=5)

@@ -15,6 +15,7 @@ import onnxruntime
 import pytest
 import torch
 from transformers import BeitImageProcessorPil, BertConfig, ViTConfig
+from transformers.image_utils import PILImageResampling
 
 from beit_build import (
     CheckpointNotFoundError,
@@ -34,7 +35,7 @@ from beit_build.export import OPSET, NetworkOutputs, export_onnx, onnx_node_coun
 from beit_build.families import FAMILIES, Checkpoint, family_of
 from beit_build.labels import imagenet22k_labels, read_labels
 from beit_build.layer_scale import fold_layer_scale, layer_scale_report
-from beit_build.random_checkpoint import random_config
+from beit_build.random_checkpoint import random_config, random_image_processor
 from beit_build.repository import ONNX_PATH, PLAN_PATH, atomic_path
 from beit_build.verify import verify_onnx
 from beit_preprocessing import PARAMETER_KEYS as PREPROCESSING_KEYS
@@ -381,6 +382,21 @@ def test_random_sizes_have_the_published_architectures() -> None:
         4096,
     )
     assert large.num_labels == 1000
+
+
+def test_random_data2vec_vision_large_is_beit_large_in_data2vec_classes_with_bicubic_resizing() -> None:
+    config = random_config("data2vec-vision-large")
+    assert config.model_type == "data2vec-vision"
+    dims = (
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.intermediate_size,
+    )
+    assert dims == (1024, 24, 16, 4096) and config.num_labels == 1000
+    assert config.use_relative_position_bias and config.use_mean_pooling
+    assert random_image_processor("data2vec-vision-large").resample == PILImageResampling.BICUBIC
+    assert random_image_processor("large").resample == PILImageResampling.BILINEAR
 
 
 def test_random_tiny_build_is_marked_random(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

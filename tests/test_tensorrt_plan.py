@@ -122,10 +122,12 @@ def test_a_report_without_tensor_formats_is_refused(checker: ModuleType, tmp_pat
 
 
 FAKE_TRTEXEC = """#!{python}
-# trtexec as far as build_plan.sh sees it: an engine at --saveEngine, the report at --exportLayerInfo.
-import shutil, sys
+# trtexec as far as build_plan.sh sees it: the weights read from --onnx and the data files beside it (as
+# TensorRT's parser reads external data), an engine at --saveEngine, the report at --exportLayerInfo.
+import shutil, sys, onnx
 args = dict(arg[2:].split("=", 1) for arg in sys.argv[1:] if arg.startswith("--") and "=" in arg)
 open(sys.argv[0] + ".args", "w").write("\\n".join(sys.argv[1:]))
+onnx.load(args["onnx"])
 open(args["saveEngine"], "wb").write(b"engine")
 shutil.copy({report!r}, args["exportLayerInfo"])
 """
@@ -181,3 +183,24 @@ def test_build_plan_fails_and_leaves_no_plan_when_a_layernorm_is_not_fp32(
     assert "1 of 5 LayerNormalization nodes are not shown to run in FP32" in result.stderr
     version = repository / NETWORK_MODEL / "1"
     assert not (version / "model.plan").exists() and not (version / "model.plan.partial").exists()
+
+
+def test_build_plan_gives_trtexec_the_model_with_its_external_data_beside_it(
+    tiny_external_repository: Path, report: dict[str, Any], tmp_path: Path
+) -> None:
+    repository = copied_repository(tiny_external_repository, tmp_path)
+    result = run_build_plan(repository, report, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (repository / NETWORK_MODEL / "1" / "model.plan").read_bytes() == b"engine"
+
+
+def test_build_plan_names_a_missing_external_data_file_before_running_trtexec(
+    tiny_external_repository: Path, report: dict[str, Any], tmp_path: Path
+) -> None:
+    repository = copied_repository(tiny_external_repository, tmp_path)
+    (data,) = (repository / NETWORK_MODEL / "1").glob("model.onnx.*.data")
+    data.unlink()
+    result = run_build_plan(repository, report, tmp_path)
+    assert result.returncode != 0
+    assert f"keeps its weights in {data.name} beside it, which is missing" in result.stderr
+    assert not (tmp_path / "bin" / "trtexec.args").exists()

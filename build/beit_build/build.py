@@ -6,19 +6,21 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from google.protobuf.message import DecodeError
 
 from beit_build.checkpoint import load_checkpoint
 from beit_build.export import export_onnx, graph_dims, onnx_node_count, prepare_for_export
 from beit_build.families import Checkpoint
 from beit_build.labels import read_labels
+from beit_build.onnx_files import external_data_files, model_files, staged_model
 from beit_build.random_checkpoint import random_checkpoint_name, save_random_checkpoint
 from beit_build.repository import (
     LABELS_PATH,
     NETWORK_CONFIG_PATH,
     ONNX_PATH,
-    atomic_path,
     prepare,
     read_parameters,
     remove_stale_plan,
@@ -26,7 +28,7 @@ from beit_build.repository import (
     write_labels,
 )
 from beit_build.verify import verify_onnx
-from beit_repository.names import DEFAULT_REPOSITORY
+from beit_repository.names import DEFAULT_REPOSITORY, ONNX_DATA_FILES_PARAMETER
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ class BuildResult:
     resolution: tuple[int, int]
     onnx_nodes: int
     max_abs_diff: dict[str, float]
+    model_files: tuple[Path, ...] = ()
+    """model.onnx and its external data file, if it has one."""
+    durations_s: dict[str, float] = field(default_factory=dict)
+    """Seconds per step: export, verify, configs."""
 
 
 def build_repository(
@@ -53,21 +59,25 @@ def build_repository(
     *,
     labels: Path | None = None,
     random_size: str | None = None,
+    external_data: bool = False,
 ) -> BuildResult:
-    """Export `model` (hub id or local folder) into `repository`, or a random BEiT of `random_size`
-    ("tiny", "base", "large"; then `model` must be None)."""
+    """Export `model` (hub id or local folder) into `repository`, or a random checkpoint of `random_size`
+    (random_checkpoint.RANDOM_ARCHITECTURES; then `model` must be None). The tensors go to an external data
+    file beside model.onnx when `external_data` is set, and always above protobuf's 2 GiB."""
     repository = Path(repository)
     if random_size is None:
         if model is None:
             raise ValueError("give a checkpoint (hub id or folder) or a random size")
-        return _build(load_checkpoint(model), repository, labels, random_weights=False)
+        return _build(
+            load_checkpoint(model), repository, labels, random_weights=False, external_data=external_data
+        )
     if model is not None:
         raise ValueError(f"give a checkpoint or a random size, not both ({model!r}, {random_size!r})")
     # Saved and loaded back like a download, so the random build exercises the real loading path.
     with tempfile.TemporaryDirectory(prefix=f"beit-random-{random_size}-") as directory:
         save_random_checkpoint(random_size, Path(directory))
         checkpoint = load_checkpoint(directory, name=random_checkpoint_name(random_size))
-        return _build(checkpoint, repository, labels, random_weights=True)
+        return _build(checkpoint, repository, labels, random_weights=True, external_data=external_data)
 
 
 def checkpoint_parameters(checkpoint: Checkpoint, *, random_weights: bool) -> dict[str, str]:
@@ -82,8 +92,18 @@ def checkpoint_parameters(checkpoint: Checkpoint, *, random_weights: bool) -> di
     }
 
 
+def model_files_parameters(onnx_path: Path) -> dict[str, str]:
+    """The external data files of the model.onnx in place, for the readers that cannot parse it."""
+    return {ONNX_DATA_FILES_PARAMETER: json.dumps([path.name for path in external_data_files(onnx_path)])}
+
+
 def _build(
-    checkpoint: Checkpoint, repository: Path, labels_file: Path | None, *, random_weights: bool
+    checkpoint: Checkpoint,
+    repository: Path,
+    labels_file: Path | None,
+    *,
+    random_weights: bool,
+    external_data: bool,
 ) -> BuildResult:
     labels = (
         read_labels(labels_file, expected=checkpoint.num_labels) if labels_file else list(checkpoint.labels)
@@ -91,19 +111,25 @@ def _build(
     resolution = checkpoint.resolution
     prepare(repository)
     onnx_path = repository / ONNX_PATH
-    with atomic_path(onnx_path) as temporary:
-        with _step(f"exporting ONNX at {resolution[0]}x{resolution[1]} to {onnx_path}"):
-            export_onnx(prepare_for_export(checkpoint), temporary, resolution)
-        with _step("verifying the ONNX graph with ONNX Runtime against PyTorch"):
-            max_abs_diff = verify_onnx(temporary, checkpoint)
-        onnx_nodes = onnx_node_count(temporary)
-        dims = graph_dims(temporary)
+    durations: dict[str, float] = {}
+    # model.onnx and its data file (if any) are written and verified in a staging directory beside it, then
+    # moved into place together (onnx_files).
+    with staged_model(onnx_path) as staged:
+        with _step(f"exporting ONNX at {resolution[0]}x{resolution[1]} to {onnx_path}", durations, "export"):
+            export_onnx(prepare_for_export(checkpoint), staged, resolution, external_data=external_data)
+        with _step("verifying the ONNX graph with ONNX Runtime against PyTorch", durations, "verify"):
+            max_abs_diff = verify_onnx(staged, checkpoint)
+        onnx_nodes = onnx_node_count(staged)
+        dims = graph_dims(staged)
     remove_stale_plan(repository)
-    with _step(f"writing labels and the completed configs into {repository}"):
+    with _step(f"writing labels and the completed configs into {repository}", durations, "configs"):
         labels_path = write_labels(repository, labels)
         config_paths = write_configs(
             repository,
-            checkpoint_parameters(checkpoint, random_weights=random_weights),
+            {
+                **checkpoint_parameters(checkpoint, random_weights=random_weights),
+                **model_files_parameters(onnx_path),
+            },
             dims,
             checkpoint=checkpoint.name,
         )
@@ -124,23 +150,34 @@ def _build(
         resolution=resolution,
         onnx_nodes=onnx_nodes,
         max_abs_diff=max_abs_diff,
+        model_files=tuple(model_files(onnx_path)),
+        durations_s=durations,
     )
 
 
 def is_built(repository: Path, checkpoint: str) -> bool:
-    """Whether `repository` holds a complete build of `checkpoint` (hub id, folder or random-SIZE)."""
+    """Whether `repository` holds a complete build of `checkpoint` (hub id, folder or random-SIZE),
+    model.onnx's external data file included."""
     repository = Path(repository)
     if not all((repository / path).is_file() for path in (ONNX_PATH, LABELS_PATH, NETWORK_CONFIG_PATH)):
+        return False
+    try:
+        files = model_files(repository / ONNX_PATH)
+    except (ValueError, DecodeError):  # not an ONNX model, or one whose data lies outside its directory
+        return False
+    if not all(path.is_file() for path in files):
         return False
     built = read_parameters(repository).get("checkpoint")
     return built is not None and json.loads(built) == checkpoint
 
 
 class _step:
-    """Logs a long step's start and its duration."""
+    """Logs a long step's start and its duration, and records the duration in `durations[key]`."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, durations: dict[str, float], key: str) -> None:
         self.description = description
+        self.durations = durations
+        self.key = key
 
     def __enter__(self) -> None:
         logger.info("%s ...", self.description)
@@ -148,4 +185,5 @@ class _step:
 
     def __exit__(self, *exc_info: object) -> None:
         if exc_info[0] is None:
-            logger.info("%s: done in %.1f s", self.description, time.perf_counter() - self.start)
+            self.durations[self.key] = time.perf_counter() - self.start
+            logger.info("%s: done in %.1f s", self.description, self.durations[self.key])

@@ -1,6 +1,6 @@
 """`beit-build`: turn a checkpoint into the Triton model repository's artifacts.
 
-beit-build [--model ID_OR_FOLDER | --random tiny|base|large] [--repository DIR] [--labels FILE]
+beit-build [--model ID_OR_FOLDER | --random SIZE] [--repository DIR] [--labels FILE] [--external-data]
 beit-build check-engine --repository DIR [--engine onnx|cuda|tensorrt] [--model ...] [IMAGE ...]
 """
 
@@ -30,10 +30,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help=f"hub id or local checkpoint folder (default {DEFAULT_CHECKPOINT})"
     )
     source.add_argument(
-        "--random", choices=sorted(RANDOM_ARCHITECTURES), help="a randomly initialized BEiT of this size"
+        "--random",
+        choices=list(RANDOM_ARCHITECTURES),
+        help="a randomly initialized checkpoint of this size, at the real architecture",
     )
     _add_repository(parser)
     parser.add_argument("--labels", type=Path, help="class names, one per line, one line per output")
+    parser.add_argument(
+        "--external-data",
+        action="store_true",
+        help="store the weights in a data file beside model.onnx (always done above protobuf's 2 GiB)",
+    )
     parser.add_argument(
         "--skip-if-built",
         action="store_true",
@@ -85,8 +92,12 @@ def _build(args: argparse.Namespace) -> None:
     if args.skip_if_built and args.labels is None and is_built(args.repository, name):
         print(f"{args.repository} already holds {name}; not rebuilding (drop --skip-if-built to force)")
         return
-    result = build_repository(model, args.repository, labels=args.labels, random_size=args.random)
+    result = build_repository(
+        model, args.repository, labels=args.labels, random_size=args.random, external_data=args.external_data
+    )
     print(f"wrote {result.onnx_path} ({result.onnx_nodes} nodes, {result.num_labels} labels)")
+    for path in result.model_files:
+        print(f"  {path.name}: {path.stat().st_size / 1e6:.1f} MB")
     for name, difference in result.max_abs_diff.items():
         print(f"max |ONNX - PyTorch| {name}: {difference:.3g}")
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from beit_build.families import Checkpoint
 from beit_build.layer_scale import fold_layer_scale, layer_scale_report
+from beit_build.onnx_files import save_model
 from beit_build.relative_position_bias import precompute_relative_position_bias
 from beit_repository.names import NETWORK_OUTPUTS, PIXEL_VALUES
 
@@ -61,8 +62,12 @@ def prepare_for_export(checkpoint: Checkpoint) -> NetworkOutputs:
     return NetworkOutputs(checkpoint, prepared)
 
 
-def export_onnx(module: nn.Module, path: Path, resolution: tuple[int, int]) -> None:
-    """TorchScript export with only the batch axis dynamic (the resolution is the checkpoint's)."""
+def export_onnx(
+    module: nn.Module, path: Path, resolution: tuple[int, int], *, external_data: bool = False
+) -> list[Path]:
+    """TorchScript export with only the batch axis dynamic (the resolution is the checkpoint's), into `path`
+    alone in a directory of its own (onnx_files.staged_model). The tensors go to one external data file
+    beside it when `external_data` is set, or when they exceed protobuf's 2 GiB; returns that file, if any."""
     example = torch.zeros(2, 3, *resolution)
     with torch.no_grad():
         outputs = module(example)
@@ -87,17 +92,17 @@ def export_onnx(module: nn.Module, path: Path, resolution: tuple[int, int]) -> N
             dynamo=False,
             do_constant_folding=True,
         )
-    _declare_output_dims(path, output_dims)
+    return _declare_output_dims(path, output_dims, external_data=external_data)
 
 
-def _declare_output_dims(path: Path, output_dims: dict[str, list[int]]) -> None:
+def _declare_output_dims(path: Path, output_dims: dict[str, list[int]], *, external_data: bool) -> list[Path]:
     """The exporter leaves some output axes symbolic (EMBEDDING's width is named after a LayerNormalization);
     every axis but the batch is fixed by the checkpoint, and Triton and TensorRT should see it so."""
     model = onnx.load(str(path), load_external_data=False)
     for output in model.graph.output:
         for dim, size in zip(output.type.tensor_type.shape.dim[1:], output_dims[output.name], strict=True):
             dim.dim_value = size
-    onnx.save(model, str(path))
+    return save_model(model, path, external_data=external_data)
 
 
 def onnx_node_count(path: Path) -> int:

@@ -16,12 +16,14 @@ from pathlib import Path
 
 from beit_build.errors import TemplateWriteError
 from beit_build.model_configs import complete, engine_cache_key
+from beit_build.onnx_files import model_files
 from beit_repository import model_config
 from beit_repository.names import (
     CONFIG_FILE,
     LABELS_FILE,
     MODEL_VERSION,
     NETWORK_MODEL,
+    ONNX_DATA_GLOB,
     ONNX_FILE,
     PLAN_FILE,
 )
@@ -33,8 +35,16 @@ ONNX_PATH = Path(NETWORK_MODEL, MODEL_VERSION, ONNX_FILE)
 PLAN_PATH = Path(NETWORK_MODEL, MODEL_VERSION, PLAN_FILE)
 LABELS_PATH = Path(NETWORK_MODEL, LABELS_FILE)
 NETWORK_CONFIG_PATH = Path(NETWORK_MODEL, CONFIG_FILE)
-# Written by builds, never part of the template; *.tmp are atomic writes in flight.
-_NOT_TEMPLATE = ("*.pbtxt", ONNX_FILE, f"{ONNX_FILE}.data", PLAN_FILE, LABELS_FILE, "*.tmp", "__pycache__")
+# Written by builds, never part of the template; *.tmp are atomic writes (and staged exports) in flight.
+_NOT_TEMPLATE = (
+    "*.pbtxt",
+    ONNX_FILE,
+    ONNX_DATA_GLOB,
+    PLAN_FILE,
+    LABELS_FILE,
+    "*.tmp",
+    "__pycache__",
+)
 
 
 def prepare(repository: Path, template: Path | None = None) -> None:
@@ -68,7 +78,7 @@ def write_configs(
     """Every template config completed for the checkpoint and written to the same place in `repository`, whose
     model.onnx is already in place (the engine cache key is its hash)."""
     template = template_directory() if template is None else template
-    cache_key = engine_cache_key(model_files(repository))
+    cache_key = engine_cache_key(model_files(repository / ONNX_PATH))
     written = []
     for source in model_config.config_files(template):
         relative = source.relative_to(template)
@@ -81,13 +91,6 @@ def write_configs(
         write_text_atomically(target, model_config.to_text(config, header))
         written.append(target)
     return written
-
-
-def model_files(repository: Path) -> list[Path]:
-    """model.onnx and, where the export has one, its external data file."""
-    onnx_path = repository / ONNX_PATH
-    external = onnx_path.with_name(f"{ONNX_FILE}.data")
-    return [onnx_path, *([external] if external.is_file() else [])]
 
 
 def write_labels(repository: Path, labels: list[str]) -> Path:

@@ -64,6 +64,11 @@ def trtexec_args(config_path: Path, onnx_path: Path) -> list[str]:
     except ModelConfigError as e:
         raise PlanArgsError(str(e)) from e
     input_name, dims = input_dims(config)
+    # trtexec reads the external weights from beside model.onnx; a copy that left them behind would fail
+    # deep in the parser.
+    for name in model_config.onnx_data_files(model_config.parameters(config)):
+        if not (onnx_path.parent / name).is_file():
+            raise PlanArgsError(f"{onnx_path} keeps its weights in {name} beside it, which is missing")
     model = onnx.load(str(onnx_path), load_external_data=False)
     if input_name not in {value.name for value in model.graph.input}:
         raise PlanArgsError(f"{onnx_path} has no input named {input_name} (the name in {config_path})")

@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from beit_repository.names import CONFIG_FILE, DEFAULT_VARIANT, VARIANTS_DIRECTORY
+from beit_repository.names import CONFIG_FILE, DEFAULT_VARIANT, ONNX_DATA_FILES_PARAMETER, VARIANTS_DIRECTORY
 
 __all__ = [
     "ModelConfig",
@@ -25,6 +25,7 @@ __all__ = [
     "edited_copy",
     "json_parameters",
     "model_directory",
+    "onnx_data_files",
     "parameters",
     "parse",
     "read",
@@ -95,6 +96,12 @@ def _model_dirs(repository: Path) -> Iterator[Path]:
 def parameters(config: ModelConfig) -> dict[str, str]:
     """The config's `parameters` as plain strings."""
     return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def onnx_data_files(parameters: Mapping[str, str]) -> list[str]:
+    """The external data files beside model.onnx that beit-build recorded in the config's `parameters`:
+    none for a single-file model, or for a repository built before they were recorded."""
+    return list(json.loads(parameters.get(ONNX_DATA_FILES_PARAMETER, "[]")))
 
 
 def json_parameters(config: ModelConfig, keys: Sequence[str]) -> dict[str, Any]:

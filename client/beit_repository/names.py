@@ -39,9 +39,22 @@ DEFAULT_VARIANT = "config"
 
 MODEL_VERSION = "1"
 ONNX_FILE = "model.onnx"
+ONNX_DATA_SUFFIX = ".data"
+ONNX_DATA_GLOB = f"{ONNX_FILE}*{ONNX_DATA_SUFFIX}"
+"""Every external data file a build may leave beside model.onnx (onnx_data_file's, the exporters' usual
+model.onnx.data)."""
+ONNX_DATA_FILES_PARAMETER = "onnx_data_files"
+"""Config parameter: JSON list of the external data files model.onnx refers to (empty for a single file), so
+that readers without the onnx package (beit-serve's preflight, the Python-backend model) can check them."""
 PLAN_FILE = "model.plan"
 LABELS_FILE = "labels.txt"
 
 DEFAULT_REPOSITORY = "output/model_repository"
 """Where beit-build writes, and beit-serve, make and docker-compose read, the built repository: the template's
 configs completed for one checkpoint, plus its artifacts. Ignored by git; the template is never written."""
+
+
+def onnx_data_file(content_digest: str) -> str:
+    """The external data file beside model.onnx holding its tensors: named after its content, so that a new
+    build's data never overwrites the file the current model.onnx refers to (beit_build.onnx_files)."""
+    return f"{ONNX_FILE}.{content_digest}{ONNX_DATA_SUFFIX}"

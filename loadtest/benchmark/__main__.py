@@ -46,7 +46,7 @@ class Server:
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtest.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--model", default="random-base", help="random-tiny|random-base|random-large, or a checkpoint"
+        "--model", default="random-base", help="random-SIZE (beit-build --random sizes), or a checkpoint"
     )
     parser.add_argument("--out", type=Path, default=Path("results"), help="Folder for JSON, plots, artifacts")
     parser.add_argument(

@@ -25,9 +25,10 @@ class Artifacts:
 
 
 def prepare(model: str, workdir: Path) -> Artifacts:
-    """`random-SIZE` (tiny, base, large: random weights, the real architecture) or a checkpoint (hub id
-    or folder). A random build and the pipeline's checkpoint share the architecture, not the weights:
-    speed does not depend on weight values, and the repository then records random_weights honestly."""
+    """`random-SIZE` (random_checkpoint.RANDOM_ARCHITECTURES: random weights, the real architecture) or a
+    checkpoint (hub id or folder). A random build and the pipeline's checkpoint share the architecture, not
+    the weights: speed does not depend on weight values, and the repository then records random_weights
+    honestly."""
     from beit_build import build_repository
 
     workdir.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m loadtest.benchmark.gateway", description=__doc__.split("\n", 1)[0]
     )
     parser.add_argument(
-        "--model", default="random-base", help="random-tiny|random-base|random-large, or a checkpoint"
+        "--model", default="random-base", help="random-SIZE (beit-build --random sizes), or a checkpoint"
     )
     parser.add_argument("--out", type=Path, default=Path("results/gateway-benchmark"))
     parser.add_argument("--triton-url", default="", help="measure this running Triton (gRPC URL)...")

@@ -36,14 +36,23 @@ def check_repository(repository: Path, variant: str | None) -> None:
     if not config_path.is_file():
         raise PreflightError(f"{repository} is not a model repository (no {config_path}): {build}")
     config = model_config.read(config_path)
-    if "checkpoint" not in model_config.parameters(config):
+    parameters = model_config.parameters(config)
+    if "checkpoint" not in parameters:
         raise PreflightError(
             f"{repository} holds the unbuilt template (no checkpoint in {config_path}): {build}"
         )
-    artifact = network / MODEL_VERSION / (PLAN_FILE if config.backend == TENSORRT_BACKEND else ONNX_FILE)
-    if not artifact.is_file():
-        hint = "docker compose run --rm tensorrt builds the plan" if artifact.name == PLAN_FILE else build
-        raise PreflightError(f"{repository} has no {artifact.relative_to(repository)}: {hint}")
+    version = network / MODEL_VERSION
+    if config.backend == TENSORRT_BACKEND:
+        artifacts = [version / PLAN_FILE]
+    else:
+        # ONNX Runtime reads the external data beside model.onnx only when the session is created, in a
+        # backend's log; a copy of the repository that left the data file behind is caught here instead.
+        data_files = model_config.onnx_data_files(parameters)
+        artifacts = [version / ONNX_FILE, *(version / name for name in data_files)]
+    for artifact in artifacts:
+        if not artifact.is_file():
+            hint = "docker compose run --rm tensorrt builds the plan" if artifact.name == PLAN_FILE else build
+            raise PreflightError(f"{repository} has no {artifact.relative_to(repository)}: {hint}")
 
 
 def check_ports_free(address: str, ports: Mapping[str, int]) -> None:

@@ -15,6 +15,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from beit_repository import model_config
 from beit_repository.names import NETWORK_MODEL, ONNX_FILE, PIXEL_VALUES
 
 Array = npt.NDArray[np.float32]
@@ -24,12 +25,17 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        path = os.path.join(args["model_repository"], args["model_version"], ONNX_FILE)
-        if not os.path.exists(path):
-            raise pb_utils.TritonModelException(
-                f"{NETWORK_MODEL}: {path} is missing; "
-                "run `beit-build --model CHECKPOINT --repository MODEL_REPOSITORY` first"
-            )
+        version = os.path.join(args["model_repository"], args["model_version"])
+        path = os.path.join(version, ONNX_FILE)
+        # ONNX Runtime finds model.onnx's external data beside it (opened by path below); the build names
+        # those files in the config so that a missing one is named here, not in an ONNX Runtime error.
+        data_files = model_config.onnx_data_files(parameters)
+        for required in [path, *(os.path.join(version, name) for name in data_files)]:
+            if not os.path.exists(required):
+                raise pb_utils.TritonModelException(
+                    f"{NETWORK_MODEL}: {required} is missing; "
+                    "run `beit-build --model CHECKPOINT --repository MODEL_REPOSITORY` first"
+                )
         self._session = ort.InferenceSession(
             path, sess_options=_session_options(parameters), providers=["CPUExecutionProvider"]
         )
