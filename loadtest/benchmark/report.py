@@ -235,28 +235,37 @@ def table(results: dict[str, Any], points: Sequence[ServedPoint], targets: Seque
         if p.measurement.first_error:
             lines.append(f"    first error: {p.measurement.first_error[:150]}")
 
-    shown = best(points, "grpc") or best(points)
-    if shown is not None:
-        lines.append(
-            f"-- where time goes: Triton statistics, {shown.protocol} concurrency "
-            f"{shown.measurement.concurrency} (ms per request)"
-        )
-        lines.append(
-            f"{'model':<18} {'requests':>8} {'execs':>6} {'batch':>6} {'queue':>7} "
-            f"{'input':>7} {'infer':>7} {'output':>7} {'total':>7}"
-        )
-        for name, s in sorted(shown.statistics.items()):
-            batch = s["mean_batch_size"]
-            lines.append(
-                f"{name:<18} {s['requests']:8d} {s['executions']:6d} "
-                f"{'-' if batch is None else f'{batch:.2f}':>6} {s['queue_ms']:7.1f} "
-                f"{s['compute_input_ms']:7.1f} {s['compute_infer_ms']:7.1f} {s['compute_output_ms']:7.1f} "
-                f"{s['request_ms']:7.1f}"
-            )
+    # Where time goes at the best point, and at concurrency 1, where serving's latency over in-process shows.
+    shown = [best(points, "grpc") or best(points)]
+    shown += [at_concurrency(points, protocol, 1) for protocol in ("grpc", "http")]
+    seen: set[tuple[str, int]] = set()
+    for point in shown:
+        if point is None or (point.protocol, point.measurement.concurrency) in seen:
+            continue
+        seen.add((point.protocol, point.measurement.concurrency))
+        lines.extend(_statistics_table(point))
 
     lines.append("-- targets")
     lines.extend(t.line() for t in targets)
     return "\n".join(lines)
+
+
+def _statistics_table(point: ServedPoint) -> list[str]:
+    lines = [
+        f"-- where time goes: Triton statistics, {point.protocol} concurrency "
+        f"{point.measurement.concurrency} (ms per request)",
+        f"{'model':<18} {'requests':>8} {'execs':>6} {'batch':>6} {'queue':>7} "
+        f"{'input':>7} {'infer':>7} {'output':>7} {'total':>7}",
+    ]
+    for name, s in sorted(point.statistics.items()):
+        batch = s["mean_batch_size"]
+        lines.append(
+            f"{name:<18} {s['requests']:8d} {s['executions']:6d} "
+            f"{'-' if batch is None else f'{batch:.2f}':>6} {s['queue_ms']:7.1f} "
+            f"{s['compute_input_ms']:7.1f} {s['compute_infer_ms']:7.1f} {s['compute_output_ms']:7.1f} "
+            f"{s['request_ms']:7.1f}"
+        )
+    return lines
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
