@@ -161,7 +161,8 @@ def overhead_per_image(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def served_per_core(measurement: dict[str, Any]) -> float | None:
-    """Images per CPU-second of the server (Triton and its stubs), where its CPU time was read."""
+    """Images per CPU-second of the measured side, where its CPU time was read: the server's (Triton and
+    its stubs), or this process's for the in-process baseline."""
     cpu_s = measurement.get("cpu_s")
     return measurement["images"] / cpu_s if cpu_s else None
 
