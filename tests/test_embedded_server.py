@@ -159,3 +159,31 @@ def test_cpu_seconds_count_the_work_of_triton_and_its_stubs(triton_server):
     for _ in range(5):
         client.infer("beit", [image_input])
     assert triton_server.cpu_seconds() > before
+
+
+def test_onnx_runtime_spinning_is_off_in_the_embedded_model_and_a_bad_setting_refuses_to_load(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    from beit_repository import model_config
+    from beit_repository.names import EMBEDDED_VARIANT, NETWORK_MODEL, VARIANTS_DIRECTORY
+    from beit_serve.server import ServerStartError
+
+    variant = tiny_repository / NETWORK_MODEL / VARIANTS_DIRECTORY / f"{EMBEDDED_VARIANT}.pbtxt"
+    assert model_config.parameters(model_config.read(variant))["intra_op_spinning"] == "0"
+
+    def spin_twice(path: Path, config: model_config.ModelConfig) -> bool:
+        if path.name != variant.name or config.name != NETWORK_MODEL:
+            return False
+        model_config.set_parameters(config, {"intra_op_spinning": "2"})
+        return True
+
+    broken = model_config.edited_copy(tiny_repository, tmp_path / "repository", spin_twice)
+    server = EmbeddedServer(
+        broken,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_file=tmp_path / "triton.log",
+    )
+    with pytest.raises(ServerStartError, match="intra_op_spinning' must be 0 or 1"), server:
+        pass

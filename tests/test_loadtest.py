@@ -15,8 +15,9 @@ from PIL import Image
 
 from beit_repository.model_config import config_files, read
 from beit_repository.template import template_directory
+from loadtest.benchmark import report
 from loadtest.benchmark.repository import with_preprocessor, without_dynamic_batching
-from loadtest.benchmark.serving import statistics_delta
+from loadtest.benchmark.serving import statistics_delta, sweep
 from loadtest.benchmark.timing import closed_loop
 from loadtest.capacity import Snapshot, StepResult, capacity_line, find_capacity, measure_window
 from loadtest.corpus import folder_corpus, photo_corpus, synthetic_corpus
@@ -145,6 +146,36 @@ def test_closed_loop_counts_failures_and_images_of_each_call() -> None:
     assert result.first_error == "RuntimeError: every other call fails"
 
 
+def test_the_overhead_row_divides_in_process_by_served_images_per_cpu_second() -> None:
+    def point(protocol: str | None, images: int, cpu_s: float) -> dict:
+        return {"protocol": protocol, "concurrency": 16, "images": images, "cpu_s": cpu_s}
+
+    results = {
+        "overhead_per_image": {
+            "in_process": point(None, 400, 2.0),
+            "served": [point("grpc", 300, 2.0), point("http", 300, 3.0)],
+        }
+    }
+    rows = {row["protocol"]: row for row in report.overhead_per_image(results)}
+    assert rows["grpc"]["in_process_images_per_cpu_s"] == 200
+    assert rows["grpc"]["served_images_per_server_cpu_s"] == 150
+    assert rows["grpc"]["ratio"] == pytest.approx(200 / 150)
+    assert rows["http"]["ratio"] == pytest.approx(2.0)
+    assert report.overhead_per_image({}) == []
+
+
+@pytest.mark.server
+def test_served_points_carry_the_servers_cpu_time_from_its_processes(triton_server) -> None:
+    images = photo_corpus(2)
+    (point,) = sweep(
+        triton_server.grpc_url, "grpc", images, [2], dynamic_batching=True,
+        statistics_url=triton_server.http_url, duration_s=0.5, warmup_s=0.1,
+        cpu_clock=triton_server.cpu_seconds,
+    )  # fmt: skip
+    assert point.measurement.failures == 0 and point.measurement.images > 0
+    assert point.measurement.cpu_s is not None and point.measurement.cpu_s > 0
+
+
 def test_statistics_delta_reports_what_happened_between_two_snapshots() -> None:
     def snapshot(requests: int, executions: int, batch_4: int) -> dict:
         ns = {"count": requests, "ns": requests * 2_000_000}
@@ -265,8 +296,11 @@ def test_the_benchmark_writes_its_json_and_plots(
     assert {"beit", "beit_preprocess", "beit_model"} <= set(results["triton_statistics"][0]["models"])
     # Served preprocessing per core needs the server's CPU time, which a --url server elsewhere hides.
     for target in results["targets"]:
-        remote_only = target["name"].startswith("served preprocessing")
+        remote_only = target["name"].startswith(("served preprocessing", "served gRPC CPU per image"))
         assert target["passed"] is None if remote_only else target["passed"] in (True, False), target
+    # Without the server's CPU time there is no overhead row, and no CPU plot.
+    assert results["overhead_per_image"]["served"] == []
+    assert results["overhead_per_image"]["in_process"]["cpu_s"] > 0
     for plot in ("throughput.png", "latency.png"):
         assert (out / plot).read_bytes().startswith(b"\x89PNG")
     assert "targets" in result.stdout and ("PASS" in result.stdout or "FAIL" in result.stdout)

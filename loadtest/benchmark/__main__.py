@@ -1,7 +1,7 @@
 """python -m loadtest.benchmark --model random-base|CHECKPOINT --out results/ [--url http://HOST:8000]
 
 Runs every measurement in one process on one machine, prints the table with the targets' PASS/FAIL
-lines, and writes OUT/benchmark.json, OUT/throughput.png and OUT/latency.png.
+lines, and writes OUT/benchmark.json, OUT/throughput.png, OUT/latency.png and OUT/cpu.png.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, points = run(args, artifacts)
     targets = report.evaluate_targets(results, points)
     results["targets"] = [asdict(t) for t in targets]
+    if "overhead_per_image" in results:
+        results["overhead_per_image"]["ratios"] = report.overhead_per_image(results)
     report.write_json(args.out / "benchmark.json", results)
     plots = report.plot(args.out, results, points)
     print(report.table(results, points, targets))
@@ -111,6 +113,15 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
         "end_to_end_batch_1": asdict(
             baselines.onnx_end_to_end(artifacts.onnx_model, mixed, exact, max_pixels=max_pixels, **timing)
         ),
+    }
+    # What an image costs in CPU without a server, on the photos the served overhead points carry.
+    results["overhead_per_image"] = {
+        "in_process": asdict(
+            baselines.onnx_end_to_end(
+                artifacts.onnx_model, photos, exact, max_pixels=max_pixels, threads=1, **timing
+            )
+        ),
+        "served": [],
     }
 
     logger.info("preprocessing in-process")
@@ -206,6 +217,22 @@ def _measure_server(
     if label is not None:
         logger.info("served preprocessing (%s)", label)
         results["preprocessing"]["served"][label] = asdict(_served_preprocessing(server, photos, timing))
+    if label is not None and server.cpu_seconds is not None:
+        logger.info("served CPU per image (%s)", label)
+        results["overhead_per_image"]["served"] = [
+            {"protocol": p.protocol, **asdict(p.measurement)}
+            for protocol in args.protocols
+            for p in serving.sweep(
+                server.urls[protocol],
+                protocol,
+                photos,
+                [report.OVERHEAD_CONCURRENCY],
+                dynamic_batching=True,
+                statistics_url=server.urls["http"],
+                cpu_clock=server.cpu_seconds,
+                **timing,
+            )
+        ]
     for protocol in args.protocols:
         logger.info("served beit over %s, dynamic batching %s", protocol, "on" if dynamic_batching else "off")
         points.extend(
@@ -216,6 +243,7 @@ def _measure_server(
                 args.concurrency,
                 dynamic_batching=dynamic_batching,
                 statistics_url=server.urls["http"],
+                cpu_clock=server.cpu_seconds,
                 **timing,
             )
         )
@@ -229,7 +257,7 @@ def _served_preprocessing(server: Server, photos: list[bytes], timing: dict[str,
         photos,
         batch_size=4,
         concurrency=max(2, cores),
-        server_cpu_clock=server.cpu_seconds,
+        cpu_clock=server.cpu_seconds,
         **timing,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,9 +43,12 @@ def hf_pipeline(
     return closed_loop(factory, duration_s=duration_s, warmup_s=warmup_s)
 
 
-def onnx_session(model_path: Path) -> onnxruntime.InferenceSession:
-    # ONNX Runtime's defaults (all cores, full graph optimization), as the served model's ORT runs them.
-    return onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+def onnx_session(model_path: Path, *, threads: int = 0) -> onnxruntime.InferenceSession:
+    """ONNX Runtime's defaults (all cores, full graph optimization), as the served model's ORT runs them;
+    `threads` caps the intra-op threads."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_batches(
@@ -80,9 +84,12 @@ def onnx_end_to_end(
     max_pixels: int,
     duration_s: float,
     warmup_s: float,
+    threads: int = 0,
 ) -> Measurement:
-    """One image from encoded bytes to probabilities in-process: the latency a served request adds to."""
-    session = onnx_session(model_path)
+    """One image from encoded bytes to probabilities in-process: the latency a served request adds to.
+    With `threads=1` it is one process per core's share, and the measurement carries this process's CPU
+    time: images per CPU-second in-process, which serving's CPU per image is compared with."""
+    session = onnx_session(model_path, threads=threads)
     cycle = itertools.cycle(images)
 
     def factory(_index: int) -> Call:
@@ -93,4 +100,9 @@ def onnx_end_to_end(
 
         return call
 
-    return closed_loop(factory, duration_s=duration_s, warmup_s=warmup_s)
+    return closed_loop(
+        factory,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        cpu_clock=time.process_time if threads == 1 else None,
+    )

@@ -101,7 +101,7 @@ def served(
     concurrency: int,
     duration_s: float,
     warmup_s: float,
-    server_cpu_clock: Callable[[], float] | None = None,
+    cpu_clock: Callable[[], float] | None = None,
 ) -> Measurement:
     """`beit_preprocess` over HTTP, `batch_size` images per request from `concurrency` clients; the
     pixels come back as binary tensors. Includes the transfer of 600 KB of float32 per 224x224 image.
@@ -133,7 +133,7 @@ def served(
         duration_s=duration_s,
         warmup_s=warmup_s,
         batch_size=batch_size,
-        server_cpu_clock=server_cpu_clock,
+        cpu_clock=cpu_clock,
     )
 
 

@@ -18,6 +18,9 @@ SERVED_VS_PIPELINE = 2.0
 PREPROCESS_EXACT_PER_CORE = 170.0
 PREPROCESS_FAST_PER_CORE = 400.0
 SERVING_OVERHEAD_MS = 15.0
+# Serving's CPU per image against in-process, measured at this many requests in flight (issue 14, point 4).
+SERVING_CPU_OVERHEAD = 1.25
+OVERHEAD_CONCURRENCY = 16
 # The served preprocessor laid out for the least CPU per image: single-threaded instances, one per core
 # the load generator leaves free.
 PER_CORE_LAYOUT = "1 process per core"
@@ -100,6 +103,23 @@ def evaluate_targets(results: dict[str, Any], points: Sequence[ServedPoint]) -> 
                 None if rate is None else rate >= threshold,
             )
         )
+    rows = {row["protocol"]: row for row in overhead_per_image(results)}
+    name = (
+        f"served gRPC CPU per image <= {SERVING_CPU_OVERHEAD}x in-process ({OVERHEAD_CONCURRENCY} in flight)"
+    )
+    grpc_row = rows.get("grpc")
+    if grpc_row is None or grpc_row["ratio"] is None:
+        targets.append(Target(name, "not measured (a server elsewhere, or no gRPC run)", None))
+    else:
+        targets.append(
+            Target(
+                name,
+                f"{grpc_row['in_process_images_per_cpu_s']:.1f} img per CPU-second in-process vs "
+                f"{grpc_row['served_images_per_server_cpu_s']:.1f} per server CPU-second = "
+                f"{grpc_row['ratio']:.2f}x",
+                grpc_row["ratio"] <= SERVING_CPU_OVERHEAD,
+            )
+        )
     local_p50 = results["onnxruntime"]["end_to_end_batch_1"]["p50_ms"]
     for protocol in ("grpc", "http"):
         point = at_concurrency(points, protocol, 1)
@@ -119,9 +139,31 @@ def evaluate_targets(results: dict[str, Any], points: Sequence[ServedPoint]) -> 
     return targets
 
 
+def overhead_per_image(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per protocol: images per CPU-second in-process (decode, preprocess, ORT batch 1 on one thread) and
+    per server CPU-second served, and their ratio: how many times the CPU an image costs when served."""
+    overhead = results.get("overhead_per_image") or {}
+    in_process = overhead.get("in_process")
+    local = None if in_process is None else served_per_core(in_process)
+    rows = []
+    for measurement in overhead.get("served", []):
+        served = served_per_core(measurement)
+        rows.append(
+            {
+                "protocol": measurement["protocol"],
+                "concurrency": measurement["concurrency"],
+                "in_process_images_per_cpu_s": local,
+                "served_images_per_server_cpu_s": served,
+                "ratio": local / served if local and served else None,
+            }
+        )
+    return rows
+
+
 def served_per_core(measurement: dict[str, Any]) -> float | None:
-    """Images per CPU-second of the server (Triton and its stubs), where its CPU time was read."""
-    cpu_s = measurement.get("server_cpu_s")
+    """Images per CPU-second of the measured side, where its CPU time was read: the server's (Triton and
+    its stubs), or this process's for the in-process baseline."""
+    cpu_s = measurement.get("cpu_s")
     return measurement["images"] / cpu_s if cpu_s else None
 
 
@@ -172,35 +214,59 @@ def table(results: dict[str, Any], points: Sequence[ServedPoint], targets: Seque
             + ", ".join(f"{k.removesuffix('_ms')} {v:.2f}" for k, v in stages.items())
         )
 
+    overhead = results.get("overhead_per_image")
+    if overhead:
+        lines.append(f"-- CPU per image, {pre['image_size']} JPEGs (images per CPU-second)")
+        local = served_per_core(overhead["in_process"])
+        if local is not None:
+            lines.append(f"{'in-process decode+preprocess+ORT, 1 thread':<44} {local:8.2f}")
+        for item in overhead_per_image(results):
+            served = item["served_images_per_server_cpu_s"]
+            if served is not None:
+                label = f"served {item['protocol']}, {item['concurrency']} in flight (server CPU)"
+                lines.append(f"{label:<44} {served:8.2f}  in-process/served = {item['ratio']:.2f}x")
+
     lines.append("-- served beit ensemble through the SDK")
     for p in points:
         batching = "batching" if p.dynamic_batching else "no batching"
         row(f"{p.protocol} {batching}, concurrency {p.measurement.concurrency}", p.measurement)
+        per_core = served_per_core(asdict(p.measurement))
+        if per_core is not None:
+            lines.append(f"{'':<44} {per_core:8.2f}  img per server CPU-second")
         if p.measurement.first_error:
             lines.append(f"    first error: {p.measurement.first_error[:150]}")
 
-    shown = best(points, "grpc") or best(points)
-    if shown is not None:
-        lines.append(
-            f"-- where time goes: Triton statistics, {shown.protocol} concurrency "
-            f"{shown.measurement.concurrency} (ms per request)"
-        )
-        lines.append(
-            f"{'model':<18} {'requests':>8} {'execs':>6} {'batch':>6} {'queue':>7} "
-            f"{'input':>7} {'infer':>7} {'output':>7} {'total':>7}"
-        )
-        for name, s in sorted(shown.statistics.items()):
-            batch = s["mean_batch_size"]
-            lines.append(
-                f"{name:<18} {s['requests']:8d} {s['executions']:6d} "
-                f"{'-' if batch is None else f'{batch:.2f}':>6} {s['queue_ms']:7.1f} "
-                f"{s['compute_input_ms']:7.1f} {s['compute_infer_ms']:7.1f} {s['compute_output_ms']:7.1f} "
-                f"{s['request_ms']:7.1f}"
-            )
+    # Where time goes at the best point, and at concurrency 1, where serving's latency over in-process shows.
+    shown = [best(points, "grpc") or best(points)]
+    shown += [at_concurrency(points, protocol, 1) for protocol in ("grpc", "http")]
+    seen: set[tuple[str, int]] = set()
+    for point in shown:
+        if point is None or (point.protocol, point.measurement.concurrency) in seen:
+            continue
+        seen.add((point.protocol, point.measurement.concurrency))
+        lines.extend(_statistics_table(point))
 
     lines.append("-- targets")
     lines.extend(t.line() for t in targets)
     return "\n".join(lines)
+
+
+def _statistics_table(point: ServedPoint) -> list[str]:
+    lines = [
+        f"-- where time goes: Triton statistics, {point.protocol} concurrency "
+        f"{point.measurement.concurrency} (ms per request)",
+        f"{'model':<18} {'requests':>8} {'execs':>6} {'batch':>6} {'queue':>7} "
+        f"{'input':>7} {'infer':>7} {'output':>7} {'total':>7}",
+    ]
+    for name, s in sorted(point.statistics.items()):
+        batch = s["mean_batch_size"]
+        lines.append(
+            f"{name:<18} {s['requests']:8d} {s['executions']:6d} "
+            f"{'-' if batch is None else f'{batch:.2f}':>6} {s['queue_ms']:7.1f} "
+            f"{s['compute_input_ms']:7.1f} {s['compute_infer_ms']:7.1f} {s['compute_output_ms']:7.1f} "
+            f"{s['request_ms']:7.1f}"
+        )
+    return lines
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
@@ -214,8 +280,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def plot(out: Path, results: dict[str, Any], points: Sequence[ServedPoint]) -> list[Path]:
-    """throughput.png and latency.png against concurrency, one line per protocol and batching mode, with
-    the in-process ceiling and the HF pipeline as horizontal lines."""
+    """throughput.png, latency.png and cpu.png (images per server CPU-second) against concurrency, one line
+    per protocol and batching mode, with the in-process figures and the HF pipeline as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,6 +335,37 @@ def plot(out: Path, results: dict[str, Any], points: Sequence[ServedPoint]) -> l
     axes.legend(fontsize="small")
     axes.grid(True, alpha=0.3)
     paths.append(_save(figure, out / "latency.png"))
+
+    # Only where the server's CPU time was read: a server elsewhere has none.
+    local = served_per_core((results.get("overhead_per_image") or {}).get("in_process") or {})
+    rates = {
+        label: [
+            (p.measurement.concurrency, rate)
+            for p in sorted(ps, key=lambda p: p.measurement.concurrency)
+            if (rate := served_per_core(asdict(p.measurement))) is not None
+        ]
+        for label, ps in series.items()
+    }
+    if local is not None and any(rates.values()):
+        figure, axes = plt.subplots(figsize=(8, 5))
+        for label, shown in rates.items():
+            axes.plot([x for x, _ in shown], [y for _, y in shown], "o-", label=label)
+        axes.axhline(local, color="black", linestyle="--", label="in-process, 1 thread")
+        axes.axhline(
+            local / SERVING_CPU_OVERHEAD,
+            color="red",
+            linestyle=":",
+            label=f"target: in-process / {SERVING_CPU_OVERHEAD}",
+        )
+        axes.set(
+            xlabel="concurrent clients",
+            ylabel="images per server CPU-second",
+            title="CPU per image (higher is cheaper)",
+        )
+        axes.set_ylim(bottom=0)
+        axes.legend(fontsize="small")
+        axes.grid(True, alpha=0.3)
+        paths.append(_save(figure, out / "cpu.png"))
     return paths
 
 

@@ -5,7 +5,7 @@ batch sizes the dynamic batcher formed."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,9 @@ def sweep(
     duration_s: float,
     warmup_s: float,
     top_k: int = 5,
+    cpu_clock: Callable[[], float] | None = None,
 ) -> list[ServedPoint]:
+    """One point per concurrency; with the server's CPU clock each point carries its CPU time."""
     points = []
     for concurrency in concurrencies:
 
@@ -54,7 +56,13 @@ def sweep(
         # The snapshots bracket the whole point, warm-up included: the statistics describe where a
         # request's time goes (means per request, batch sizes), not the measured window's throughput.
         before = inference_statistics(statistics_url)
-        measurement = closed_loop(factory, concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s)
+        measurement = closed_loop(
+            factory,
+            concurrency=concurrency,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            cpu_clock=cpu_clock,
+        )
         statistics = statistics_delta(before, inference_statistics(statistics_url))
         points.append(ServedPoint(protocol, dynamic_batching, measurement, statistics))
     return points

@@ -30,8 +30,10 @@ class Measurement:
     p99_ms: float
     mean_ms: float
     first_error: str | None = None
-    # CPU seconds the measured server used during the window, where a CPU clock was given.
-    server_cpu_s: float | None = None
+    # CPU seconds the measured side used during the window, where a CPU clock was given: the server's
+    # processes (read from /proc, so a load generator on the same machine is not charged), or this process
+    # for an in-process baseline.
+    cpu_s: float | None = None
 
 
 def closed_loop(
@@ -41,7 +43,7 @@ def closed_loop(
     duration_s: float,
     warmup_s: float,
     batch_size: int = 1,
-    server_cpu_clock: Callable[[], float] | None = None,
+    cpu_clock: Callable[[], float] | None = None,
 ) -> Measurement:
     """Runs `concurrency` workers back to back and measures a `duration_s` window that opens once
     `warmup_s` has passed and every worker has finished a first call (lazy init, first batches and
@@ -91,11 +93,11 @@ def closed_loop(
         raise RuntimeError(f"a worker failed to set up: {errors[0] if errors else 'unknown error'}") from None
     time.sleep(warmup_s)
     all_started.wait()
-    cpu_start = server_cpu_clock() if server_cpu_clock else None
+    cpu_start = cpu_clock() if cpu_clock else None
     window_start = time.perf_counter()
     time.sleep(duration_s)
     window_end = time.perf_counter()
-    cpu_end = server_cpu_clock() if server_cpu_clock else None
+    cpu_end = cpu_clock() if cpu_clock else None
     stop.set()
     for thread in threads:
         thread.join()
@@ -109,7 +111,7 @@ def closed_loop(
         concurrency=concurrency,
         batch_size=batch_size,
         first_error=errors[0] if errors else None,
-        server_cpu_s=None if cpu_start is None or cpu_end is None else cpu_end - cpu_start,
+        cpu_s=None if cpu_start is None or cpu_end is None else cpu_end - cpu_start,
     )
 
 
@@ -122,7 +124,7 @@ def summarize(
     concurrency: int,
     batch_size: int,
     first_error: str | None = None,
-    server_cpu_s: float | None = None,
+    cpu_s: float | None = None,
 ) -> Measurement:
     ms = np.asarray(latencies_s, dtype=np.float64) * 1000
     p50, p95, p99 = np.percentile(ms, [50, 95, 99]) if ms.size else (float("nan"),) * 3
@@ -139,5 +141,5 @@ def summarize(
         p99_ms=float(p99),
         mean_ms=float(ms.mean()) if ms.size else float("nan"),
         first_error=first_error,
-        server_cpu_s=server_cpu_s,
+        cpu_s=cpu_s,
     )

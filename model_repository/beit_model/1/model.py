@@ -97,6 +97,12 @@ def _session_options(parameters: dict[str, str]) -> ort.SessionOptions:
     threads = _int_parameter(parameters, "intra_op_threads")
     if threads:
         options.intra_op_num_threads = threads
+    # ONNX Runtime's idle pool threads spin for work by default; inside Triton they would burn the cores the
+    # preprocessor's stub and Triton itself need between runs (README.md, "Serving overhead").
+    spinning = parameters.get("intra_op_spinning", "").strip() or "1"
+    if spinning not in ("0", "1"):
+        raise pb_utils.TritonModelException(f"{NETWORK_MODEL}: parameter 'intra_op_spinning' must be 0 or 1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     return options
 
 
