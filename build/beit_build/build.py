@@ -13,15 +13,17 @@ from beit_build.checkpoint import load_checkpoint
 from beit_build.export import export_onnx, graph_dims, onnx_node_count, prepare_for_export
 from beit_build.families import Checkpoint
 from beit_build.labels import read_labels
+from beit_build.quantize import INT8, QUANTIZATIONS, quantize_int8
 from beit_build.random_checkpoint import random_checkpoint_name, save_random_checkpoint
 from beit_build.repository import (
+    INT8_ONNX_PATH,
     LABELS_PATH,
     NETWORK_CONFIG_PATH,
     ONNX_PATH,
     atomic_path,
     prepare,
     read_parameters,
-    remove_stale_plan,
+    remove_stale_engines,
     write_configs,
     write_labels,
 )
@@ -35,6 +37,8 @@ logger = logging.getLogger(__name__)
 class BuildResult:
     repository: Path
     onnx_path: Path
+    int8_onnx_path: Path | None
+    """model.int8.onnx when the build quantized (--quantize int8)."""
     labels_path: Path
     config_paths: tuple[Path, ...]
     checkpoint: str
@@ -53,21 +57,24 @@ def build_repository(
     *,
     labels: Path | None = None,
     random_size: str | None = None,
+    quantize: str | None = None,
 ) -> BuildResult:
     """Export `model` (hub id or local folder) into `repository`, or a random BEiT of `random_size`
-    ("tiny", "base", "large"; then `model` must be None)."""
+    ("tiny", "base", "large"; then `model` must be None); `quantize="int8"` writes model.int8.onnx too."""
     repository = Path(repository)
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
     if random_size is None:
         if model is None:
             raise ValueError("give a checkpoint (hub id or folder) or a random size")
-        return _build(load_checkpoint(model), repository, labels, random_weights=False)
+        return _build(load_checkpoint(model), repository, labels, quantize, random_weights=False)
     if model is not None:
         raise ValueError(f"give a checkpoint or a random size, not both ({model!r}, {random_size!r})")
     # Saved and loaded back like a download, so the random build exercises the real loading path.
     with tempfile.TemporaryDirectory(prefix=f"beit-random-{random_size}-") as directory:
         save_random_checkpoint(random_size, Path(directory))
         checkpoint = load_checkpoint(directory, name=random_checkpoint_name(random_size))
-        return _build(checkpoint, repository, labels, random_weights=True)
+        return _build(checkpoint, repository, labels, quantize, random_weights=True)
 
 
 def checkpoint_parameters(checkpoint: Checkpoint, *, random_weights: bool) -> dict[str, str]:
@@ -83,7 +90,12 @@ def checkpoint_parameters(checkpoint: Checkpoint, *, random_weights: bool) -> di
 
 
 def _build(
-    checkpoint: Checkpoint, repository: Path, labels_file: Path | None, *, random_weights: bool
+    checkpoint: Checkpoint,
+    repository: Path,
+    labels_file: Path | None,
+    quantize: str | None,
+    *,
+    random_weights: bool,
 ) -> BuildResult:
     labels = (
         read_labels(labels_file, expected=checkpoint.num_labels) if labels_file else list(checkpoint.labels)
@@ -98,7 +110,11 @@ def _build(
             max_abs_diff = verify_onnx(temporary, checkpoint)
         onnx_nodes = onnx_node_count(temporary)
         dims = graph_dims(temporary)
-    remove_stale_plan(repository)
+    remove_stale_engines(repository)
+    int8_onnx_path = repository / INT8_ONNX_PATH if quantize == INT8 else None
+    if int8_onnx_path is not None:
+        with atomic_path(int8_onnx_path) as temporary, _step(f"quantizing to int8 into {int8_onnx_path}"):
+            quantize_int8(onnx_path, temporary)
     with _step(f"writing labels and the completed configs into {repository}"):
         labels_path = write_labels(repository, labels)
         config_paths = write_configs(
@@ -114,6 +130,7 @@ def _build(
     return BuildResult(
         repository=repository,
         onnx_path=onnx_path,
+        int8_onnx_path=int8_onnx_path,
         labels_path=labels_path,
         config_paths=tuple(config_paths),
         checkpoint=checkpoint.name,
@@ -127,10 +144,12 @@ def _build(
     )
 
 
-def is_built(repository: Path, checkpoint: str) -> bool:
-    """Whether `repository` holds a complete build of `checkpoint` (hub id, folder or random-SIZE)."""
+def is_built(repository: Path, checkpoint: str, *, quantize: str | None = None) -> bool:
+    """Whether `repository` holds a complete build of `checkpoint` (hub id, folder or random-SIZE), with
+    model.int8.onnx when `quantize` asks for it."""
     repository = Path(repository)
-    if not all((repository / path).is_file() for path in (ONNX_PATH, LABELS_PATH, NETWORK_CONFIG_PATH)):
+    artifacts = [ONNX_PATH, LABELS_PATH, NETWORK_CONFIG_PATH, *([INT8_ONNX_PATH] if quantize == INT8 else [])]
+    if not all((repository / path).is_file() for path in artifacts):
         return False
     built = read_parameters(repository).get("checkpoint")
     return built is not None and json.loads(built) == checkpoint

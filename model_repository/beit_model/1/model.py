@@ -1,4 +1,5 @@
-"""BEiT on CPU inside a Python-backend model: model.onnx run by ONNX Runtime (configs/embedded.pbtxt).
+"""BEiT on CPU inside a Python-backend model: model.onnx run by ONNX Runtime (configs/embedded.pbtxt), or
+model.int8.onnx where the variant's `onnx_file` parameter names it (configs/embedded_int8.pbtxt).
 
 The embedded Triton has no onnxruntime backend, so this model does that backend's job: every request of a
 dynamic batch goes through one session run, and the outputs are split back per request.
@@ -15,7 +16,13 @@ import numpy.typing as npt
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from beit_repository.names import NETWORK_MODEL, ONNX_FILE, PIXEL_VALUES
+from beit_repository.names import (
+    INT8_ONNX_FILE,
+    NETWORK_MODEL,
+    ONNX_FILE,
+    ONNX_FILE_PARAMETER,
+    PIXEL_VALUES,
+)
 
 Array = npt.NDArray[np.float32]
 
@@ -24,11 +31,12 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        path = os.path.join(args["model_repository"], args["model_version"], ONNX_FILE)
+        path = os.path.join(args["model_repository"], args["model_version"], _onnx_file(parameters))
         if not os.path.exists(path):
+            quantize = " --quantize int8" if os.path.basename(path) == INT8_ONNX_FILE else ""
             raise pb_utils.TritonModelException(
                 f"{NETWORK_MODEL}: {path} is missing; "
-                "run `beit-build --model CHECKPOINT --repository MODEL_REPOSITORY` first"
+                f"run `beit-build --model CHECKPOINT --repository MODEL_REPOSITORY{quantize}` first"
             )
         self._session = ort.InferenceSession(
             path, sess_options=_session_options(parameters), providers=["CPUExecutionProvider"]
@@ -92,6 +100,18 @@ def _session_options(parameters: dict[str, str]) -> ort.SessionOptions:
     if threads:
         options.intra_op_num_threads = threads
     return options
+
+
+def _onnx_file(parameters: dict[str, str]) -> str:
+    """The variant's model file (configs/embedded_int8.pbtxt names model.int8.onnx), a plain name inside the
+    version directory: a path would let a config load a file from outside the repository."""
+    name = parameters.get(ONNX_FILE_PARAMETER, "").strip() or ONNX_FILE
+    if os.path.basename(name) != name or name in (".", ".."):
+        raise pb_utils.TritonModelException(
+            f"{NETWORK_MODEL}: parameter {ONNX_FILE_PARAMETER!r} must be a file name in the version "
+            f"directory, not {name!r}"
+        )
+    return name
 
 
 def _int_parameter(parameters: dict[str, str], key: str) -> int:
