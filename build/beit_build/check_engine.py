@@ -53,6 +53,9 @@ class EngineCheck:
     top1_agreement: float
     top5_agreement: float
     max_abs_probability_diff: float
+    reference_mean_top1: float
+    """The reference's mean top-1 probability: how much an agreement says (near 1 / labels, the answers are
+    coin flips between near-equal classes, as with random weights)."""
 
 
 def check_engine(
@@ -150,4 +153,5 @@ def _compare(
         top1_agreement=float(np.mean(top5_actual[:, 0] == top5_expected[:, 0])),
         top5_agreement=float(np.mean(top5_overlap)),
         max_abs_probability_diff=float(np.max(np.abs(actual - expected))),
+        reference_mean_top1=float(np.mean(np.max(expected, axis=-1))),
     )

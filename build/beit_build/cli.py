@@ -129,6 +129,7 @@ def _check_engine(args: argparse.Namespace) -> None:
     )
     print(f"top-1 agreement {result.top1_agreement:.1%}, top-5 agreement {result.top5_agreement:.1%}")
     print(f"max |delta probability| {result.max_abs_probability_diff:.3g}")
+    print(f"{result.reference}'s mean top-1 probability {result.reference_mean_top1:.3f}")
 
 
 if __name__ == "__main__":
