@@ -304,3 +304,32 @@ def test_the_benchmark_writes_its_json_and_plots(
     for plot in ("throughput.png", "latency.png"):
         assert (out / plot).read_bytes().startswith(b"\x89PNG")
     assert "targets" in result.stdout and ("PASS" in result.stdout or "FAIL" in result.stdout)
+
+
+@pytest.mark.server
+def test_the_int8_benchmark_compares_served_and_in_process_int8_with_fp32(tmp_path: Path) -> None:
+    out = tmp_path / "int8"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "loadtest.benchmark.int8", "--model", "random-tiny", "--out", str(out),
+            "--duration-s", "0.5", "--warmup-s", "0.2", "--concurrency", "2", "--corpus-size", "4",
+            "--agreement-photos", "16",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    int8 = json.loads((out / "int8.json").read_text())["int8"]
+    for precision in ("fp32", "int8"):
+        (batch,) = int8["in_process"][precision]
+        assert batch["batch_size"] == 4 and batch["images_per_s"] > 0
+        assert int8["served"][precision]["failures"] == 0 and int8["served"][precision]["images_per_s"] > 0
+    agreement = int8["agreement"]
+    assert agreement["images"] == 16 and agreement["reference"] == "fp32 model.onnx"
+    # The confident head is what makes agreement mean something: far from 1/10, the uniform answer.
+    assert agreement["reference_mean_top1"] > 0.5
+    assert (out / "int8.png").read_bytes().startswith(b"\x89PNG")
+    for row in ("fp32 served grpc, concurrency 2", "int8 served grpc, concurrency 2", "served int8 >= 1.6x"):
+        assert row in result.stdout

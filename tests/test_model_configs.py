@@ -24,6 +24,7 @@ from beit_repository.names import (
     EMBED_MODEL,
     EMBEDDED_VARIANT,
     ENSEMBLES,
+    INT8_VARIANT,
     MODELS,
     NETWORK_MODEL,
     PREPROCESS_MODEL,
@@ -194,7 +195,7 @@ def test_ensemble_steps_match_every_variant_of_the_models_they_compose(
         assert output.name in produced, f"{ensemble}: no step produces {output.name}"
 
 
-@pytest.mark.parametrize("variant", [DEFAULT_VARIANT, TENSORRT_VARIANT, EMBEDDED_VARIANT])
+@pytest.mark.parametrize("variant", [DEFAULT_VARIANT, TENSORRT_VARIANT, EMBEDDED_VARIANT, INT8_VARIANT])
 def test_every_beit_model_variant_labels_probabilities_and_nothing_else(variant: str) -> None:
     config = variants(NETWORK_MODEL)[variant]
     labelled = {t.name: t.label_filename for t in config.output if t.label_filename}

@@ -16,6 +16,7 @@ from beit_repository.names import (
     CPU_VARIANT,
     DEFAULT_VARIANT,
     EMBEDDED_VARIANT,
+    INT8_VARIANT,
     NETWORK_MODEL,
     TENSORRT_VARIANT,
 )
@@ -23,7 +24,7 @@ from beit_repository.template import template_directory
 from tests.triton_load_rules import load_errors, onnx_io, onnxruntime_errors, tensorrt_errors
 
 TEMPLATE = template_directory()
-VARIANTS = (DEFAULT_VARIANT, TENSORRT_VARIANT, CPU_VARIANT, EMBEDDED_VARIANT)
+VARIANTS = (DEFAULT_VARIANT, TENSORRT_VARIANT, CPU_VARIANT, EMBEDDED_VARIANT, INT8_VARIANT)
 # Model-level parameters the onnxruntime backend reads (r26.06 src/onnxruntime.cc lines 214-345); any other
 # key is ignored without a word, so a misspelt one would silently change nothing.
 ORT_MODEL_PARAMETERS = frozenset(
@@ -61,6 +62,7 @@ def test_every_variant_is_checked_by_its_backends_rules(built: Path) -> None:
         TENSORRT_VARIANT: "tensorrt",
         CPU_VARIANT: "onnxruntime",
         EMBEDDED_VARIANT: "python",
+        INT8_VARIANT: "python",
     }
 
 

@@ -16,14 +16,17 @@ from beit_build.export import export_onnx, graph_dims, onnx_node_count, prepare_
 from beit_build.families import Checkpoint
 from beit_build.labels import read_labels
 from beit_build.onnx_files import external_data_files, model_files, staged_model
+from beit_build.quantize import INT8, QUANTIZATIONS, quantize_int8
 from beit_build.random_checkpoint import random_checkpoint_name, save_random_checkpoint
 from beit_build.repository import (
+    INT8_ONNX_PATH,
     LABELS_PATH,
     NETWORK_CONFIG_PATH,
     ONNX_PATH,
+    atomic_path,
     prepare,
     read_parameters,
-    remove_stale_plan,
+    remove_stale_engines,
     write_configs,
     write_labels,
 )
@@ -37,6 +40,8 @@ logger = logging.getLogger(__name__)
 class BuildResult:
     repository: Path
     onnx_path: Path
+    int8_onnx_path: Path | None
+    """model.int8.onnx when the build quantized (--quantize int8)."""
     labels_path: Path
     config_paths: tuple[Path, ...]
     checkpoint: str
@@ -60,16 +65,25 @@ def build_repository(
     labels: Path | None = None,
     random_size: str | None = None,
     external_data: bool = False,
+    quantize: str | None = None,
 ) -> BuildResult:
     """Export `model` (hub id or local folder) into `repository`, or a random checkpoint of `random_size`
     (random_checkpoint.RANDOM_ARCHITECTURES; then `model` must be None). The tensors go to an external data
-    file beside model.onnx when `external_data` is set, and always above protobuf's 2 GiB."""
+    file beside model.onnx when `external_data` is set, and always above protobuf's 2 GiB;
+    `quantize="int8"` writes model.int8.onnx too."""
     repository = Path(repository)
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
     if random_size is None:
         if model is None:
             raise ValueError("give a checkpoint (hub id or folder) or a random size")
         return _build(
-            load_checkpoint(model), repository, labels, random_weights=False, external_data=external_data
+            load_checkpoint(model),
+            repository,
+            labels,
+            quantize,
+            random_weights=False,
+            external_data=external_data,
         )
     if model is not None:
         raise ValueError(f"give a checkpoint or a random size, not both ({model!r}, {random_size!r})")
@@ -77,7 +91,9 @@ def build_repository(
     with tempfile.TemporaryDirectory(prefix=f"beit-random-{random_size}-") as directory:
         save_random_checkpoint(random_size, Path(directory))
         checkpoint = load_checkpoint(directory, name=random_checkpoint_name(random_size))
-        return _build(checkpoint, repository, labels, random_weights=True, external_data=external_data)
+        return _build(
+            checkpoint, repository, labels, quantize, random_weights=True, external_data=external_data
+        )
 
 
 def checkpoint_parameters(checkpoint: Checkpoint, *, random_weights: bool) -> dict[str, str]:
@@ -101,6 +117,7 @@ def _build(
     checkpoint: Checkpoint,
     repository: Path,
     labels_file: Path | None,
+    quantize: str | None,
     *,
     random_weights: bool,
     external_data: bool,
@@ -121,7 +138,14 @@ def _build(
             max_abs_diff = verify_onnx(staged, checkpoint)
         onnx_nodes = onnx_node_count(staged)
         dims = graph_dims(staged)
-    remove_stale_plan(repository)
+    remove_stale_engines(repository)
+    int8_onnx_path = repository / INT8_ONNX_PATH if quantize == INT8 else None
+    if int8_onnx_path is not None:
+        with (
+            atomic_path(int8_onnx_path) as temporary,
+            _step(f"quantizing to int8 into {int8_onnx_path}", durations, "quantize"),
+        ):
+            quantize_int8(onnx_path, temporary)
     with _step(f"writing labels and the completed configs into {repository}", durations, "configs"):
         labels_path = write_labels(repository, labels)
         config_paths = write_configs(
@@ -140,6 +164,7 @@ def _build(
     return BuildResult(
         repository=repository,
         onnx_path=onnx_path,
+        int8_onnx_path=int8_onnx_path,
         labels_path=labels_path,
         config_paths=tuple(config_paths),
         checkpoint=checkpoint.name,
@@ -155,11 +180,12 @@ def _build(
     )
 
 
-def is_built(repository: Path, checkpoint: str) -> bool:
+def is_built(repository: Path, checkpoint: str, *, quantize: str | None = None) -> bool:
     """Whether `repository` holds a complete build of `checkpoint` (hub id, folder or random-SIZE),
-    model.onnx's external data file included."""
+    model.onnx's external data file included, with model.int8.onnx when `quantize` asks for it."""
     repository = Path(repository)
-    if not all((repository / path).is_file() for path in (ONNX_PATH, LABELS_PATH, NETWORK_CONFIG_PATH)):
+    artifacts = [ONNX_PATH, LABELS_PATH, NETWORK_CONFIG_PATH, *([INT8_ONNX_PATH] if quantize == INT8 else [])]
+    if not all((repository / path).is_file() for path in artifacts):
         return False
     try:
         files = model_files(repository / ONNX_PATH)

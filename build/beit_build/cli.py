@@ -1,7 +1,9 @@
 """`beit-build`: turn a checkpoint into the Triton model repository's artifacts.
 
 beit-build [--model ID_OR_FOLDER | --random SIZE] [--repository DIR] [--labels FILE] [--external-data]
+           [--quantize int8]
 beit-build check-engine --repository DIR [--engine onnx|cuda|tensorrt] [--model ...] [IMAGE ...]
+beit-build check-engine --repository DIR --int8 [IMAGE_OR_FOLDER ...]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from beit_build.build import build_repository, is_built
 from beit_build.check_engine import ENGINES, check_engine
 from beit_build.errors import BuildError
+from beit_build.quantize import QUANTIZATIONS
 from beit_build.random_checkpoint import RANDOM_ARCHITECTURES, random_checkpoint_name
 from beit_repository.names import DEFAULT_REPOSITORY
 
@@ -42,6 +45,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="store the weights in a data file beside model.onnx (always done above protobuf's 2 GiB)",
     )
     parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        help="also write model.int8.onnx, served by beit-serve --model-config-name embedded_int8 "
+        "(check it on your images first: beit-build check-engine --int8 IMAGES)",
+    )
+    parser.add_argument(
         "--skip-if-built",
         action="store_true",
         help="do nothing when the repository already holds a complete build of this checkpoint",
@@ -52,15 +61,23 @@ def _build_parser() -> argparse.ArgumentParser:
 def _check_engine_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"beit-build {CHECK_ENGINE}",
-        description="Compare the repository's model.onnx on an ONNX Runtime engine with PyTorch.",
+        description="Compare the repository's model.onnx on an ONNX Runtime engine with PyTorch, or with "
+        "--int8 its model.int8.onnx with model.onnx: top-1 and top-5 agreement and max |delta probability|.",
     )
     _add_repository(parser)
     parser.add_argument("--engine", choices=list(ENGINES), default="onnx")
     parser.add_argument(
         "--model", help="PyTorch reference (default: the checkpoint the repository was built from)"
     )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="compare model.int8.onnx (beit-build --quantize int8) with the fp32 model.onnx instead",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="synthetic images when no IMAGE is given")
-    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
+    parser.add_argument(
+        "images", nargs="*", type=Path, metavar="IMAGE", help="image files, or folders walked for them"
+    )
     return parser
 
 
@@ -89,26 +106,44 @@ def main(argv: list[str] | None = None) -> None:
 def _build(args: argparse.Namespace) -> None:
     model = None if args.random else (args.model or DEFAULT_CHECKPOINT)
     name = random_checkpoint_name(args.random) if args.random else str(model)
-    if args.skip_if_built and args.labels is None and is_built(args.repository, name):
+    if args.skip_if_built and args.labels is None and is_built(args.repository, name, quantize=args.quantize):
         print(f"{args.repository} already holds {name}; not rebuilding (drop --skip-if-built to force)")
         return
     result = build_repository(
-        model, args.repository, labels=args.labels, random_size=args.random, external_data=args.external_data
+        model,
+        args.repository,
+        labels=args.labels,
+        random_size=args.random,
+        external_data=args.external_data,
+        quantize=args.quantize,
     )
     print(f"wrote {result.onnx_path} ({result.onnx_nodes} nodes, {result.num_labels} labels)")
     for path in result.model_files:
         print(f"  {path.name}: {path.stat().st_size / 1e6:.1f} MB")
     for name, difference in result.max_abs_diff.items():
         print(f"max |ONNX - PyTorch| {name}: {difference:.3g}")
+    if result.int8_onnx_path is not None:
+        print(f"wrote {result.int8_onnx_path}; compare it with fp32 on your own images before serving it:")
+        print(f"  beit-build check-engine --repository {result.repository} --int8 IMAGE_FOLDER")
 
 
 def _check_engine(args: argparse.Namespace) -> None:
     result = check_engine(
-        args.repository, engine=args.engine, model=args.model, images=args.images, batch_size=args.batch_size
+        args.repository,
+        engine=args.engine,
+        model=args.model,
+        images=args.images,
+        batch_size=args.batch_size,
+        int8=args.int8,
     )
-    print(f"{result.engine} ({', '.join(result.providers)}) on {result.images} images:")
+    model = "model.int8.onnx" if args.int8 else "model.onnx"
+    print(
+        f"{model} on {result.engine} ({', '.join(result.providers)}) against {result.reference}, "
+        f"{result.images} images:"
+    )
     print(f"top-1 agreement {result.top1_agreement:.1%}, top-5 agreement {result.top5_agreement:.1%}")
     print(f"max |delta probability| {result.max_abs_probability_diff:.3g}")
+    print(f"{result.reference}'s mean top-1 probability {result.reference_mean_top1:.3f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from beit_build.onnx_files import model_files
 from beit_repository import model_config
 from beit_repository.names import (
     CONFIG_FILE,
+    INT8_ONNX_FILE,
     LABELS_FILE,
     MODEL_VERSION,
     NETWORK_MODEL,
@@ -32,6 +33,7 @@ from beit_repository.template import template_directory
 logger = logging.getLogger(__name__)
 
 ONNX_PATH = Path(NETWORK_MODEL, MODEL_VERSION, ONNX_FILE)
+INT8_ONNX_PATH = Path(NETWORK_MODEL, MODEL_VERSION, INT8_ONNX_FILE)
 PLAN_PATH = Path(NETWORK_MODEL, MODEL_VERSION, PLAN_FILE)
 LABELS_PATH = Path(NETWORK_MODEL, LABELS_FILE)
 NETWORK_CONFIG_PATH = Path(NETWORK_MODEL, CONFIG_FILE)
@@ -40,6 +42,7 @@ _NOT_TEMPLATE = (
     "*.pbtxt",
     ONNX_FILE,
     ONNX_DATA_GLOB,
+    INT8_ONNX_FILE,
     PLAN_FILE,
     LABELS_FILE,
     "*.tmp",
@@ -59,12 +62,13 @@ def prepare(repository: Path, template: Path | None = None) -> None:
     shutil.copytree(template, repository, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*_NOT_TEMPLATE))
 
 
-def remove_stale_plan(repository: Path) -> None:
-    """A TensorRT plan is built from one model.onnx; after a new export it would serve the old weights."""
-    plan = repository / PLAN_PATH
-    if plan.exists():
-        logger.warning("removing %s: it was built from the previous model.onnx (rebuild it)", plan)
-        plan.unlink()
+def remove_stale_engines(repository: Path) -> None:
+    """A TensorRT plan and an int8 model are each made from one model.onnx; after a new export they would
+    serve the old weights."""
+    for engine in (repository / PLAN_PATH, repository / INT8_ONNX_PATH):
+        if engine.exists():
+            logger.warning("removing %s: it was made from the previous model.onnx (rebuild it)", engine)
+            engine.unlink()
 
 
 def write_configs(

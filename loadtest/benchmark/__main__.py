@@ -1,25 +1,23 @@
 """python -m loadtest.benchmark --model random-base|CHECKPOINT --out results/ [--url http://HOST:8000]
 
 Runs every measurement in one process on one machine, prints the table with the targets' PASS/FAIL
-lines, and writes OUT/benchmark.json, OUT/throughput.png, OUT/latency.png and OUT/cpu.png.
+lines, and writes OUT/benchmark.json, OUT/throughput.png, OUT/latency.png, OUT/cpu.png and OUT/int8.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import platform
-import socket
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from beit_preprocessing import preprocess_bytes
 from beit_repository.names import PREPROCESS_MODEL
-from loadtest.benchmark import baselines, preprocessing, report, serving
+from loadtest.benchmark import baselines, int8, preprocessing, report, serving
 from loadtest.benchmark.artifacts import Artifacts, prepare
 from loadtest.benchmark.report import PER_CORE_LAYOUT
 from loadtest.benchmark.repository import (
@@ -28,19 +26,12 @@ from loadtest.benchmark.repository import (
     with_preprocessor,
     without_dynamic_batching,
 )
+from loadtest.benchmark.servers import Server, embedded_server
 from loadtest.benchmark.timing import Measurement
 from loadtest.corpus import PHOTO_SIZE, photo_corpus, synthetic_corpus
 from loadtest.urls import url_for_protocol
 
 logger = logging.getLogger("loadtest.benchmark")
-
-
-@dataclass(frozen=True)
-class Server:
-    """Where a measured server answers, and its CPU clock when it runs on this machine."""
-
-    urls: dict[str, str]
-    cpu_seconds: Callable[[], float] | None = None
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -63,6 +54,10 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--protocols", nargs="+", choices=["http", "grpc"], default=["http", "grpc"])
     parser.add_argument("--skip-pipeline", action="store_true", help="Leave out the HF pipeline baseline")
     parser.add_argument("--skip-no-batching", action="store_true", help="Leave out the batching-off server")
+    parser.add_argument(
+        "--skip-int8", action="store_true", help="Leave out int8 vs fp32 (loadtest/benchmark/int8.py)"
+    )
+    parser.add_argument("--int8-concurrency", type=int, default=8, help="Clients in flight for int8 vs fp32")
     parser.add_argument("--corpus-size", type=int, default=32, help="Images in each generated corpus")
     return parser.parse_args(argv)
 
@@ -152,7 +147,7 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
         )
     else:
         deployed_mode = model_parameters(artifacts.repository, PREPROCESS_MODEL).get("mode", "exact")
-        with _server(artifacts.repository) as server:
+        with embedded_server(artifacts.repository) as server:
             _measure_server(
                 args,
                 server,
@@ -174,7 +169,7 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
                 mode=mode,
                 instances=instances,
             )
-            with _server(variant) as server:
+            with embedded_server(variant) as server:
                 results["preprocessing"]["served"][f"{mode}, {PER_CORE_LAYOUT}"] = asdict(
                     _served_preprocessing(server, photos, timing)
                 )
@@ -182,10 +177,21 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
             no_batching = without_dynamic_batching(
                 artifacts.repository, args.out / "artifacts" / "no-batching"
             )
-            with _server(no_batching) as server:
+            with embedded_server(no_batching) as server:
                 _measure_server(
                     args, server, photos, mixed, results, points, dynamic_batching=False, label=None
                 )
+        if not args.skip_int8:
+            results["int8"] = int8.compare(
+                artifacts.repository,
+                args.out / "artifacts",
+                images=mixed,
+                batch_sizes=args.ort_batch_sizes,
+                concurrency=args.int8_concurrency,
+                protocol="grpc" if "grpc" in args.protocols else args.protocols[0],
+                agreement_photos=int8.AGREEMENT_PHOTOS,
+                **timing,
+            )
     results["serving"] = [
         {"protocol": p.protocol, "dynamic_batching": p.dynamic_batching, **asdict(p.measurement)}
         for p in points
@@ -260,30 +266,6 @@ def _served_preprocessing(server: Server, photos: list[bytes], timing: dict[str,
         cpu_clock=server.cpu_seconds,
         **timing,
     )
-
-
-@contextlib.contextmanager
-def _server(repository: Path) -> Iterator[Server]:
-    from beit_serve import EmbeddedServer
-
-    http_port, grpc_port, metrics_port = _free_ports(3)
-    # Triton's log would drown the table; it goes next to the repository it served.
-    log_file = repository.with_name(f"triton-{repository.name}.log")
-    log_file.unlink(missing_ok=True)
-    logger.info("starting the embedded server on %s (log: %s)", repository, log_file)
-    with EmbeddedServer(
-        repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, log_file=log_file
-    ) as server:
-        yield Server({"http": server.http_url, "grpc": server.grpc_url}, server.cpu_seconds)
-
-
-def _free_ports(count: int) -> list[int]:
-    # Bound together so the kernel hands out distinct ports; released just before the server binds them.
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
 
 
 if __name__ == "__main__":

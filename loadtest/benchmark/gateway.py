@@ -98,9 +98,9 @@ def wait_ready(url: str, timeout_s: float = 120.0) -> None:
 def started_servers(repository: Path, log_dir: Path) -> Iterator[Endpoints]:
     """The embedded Triton on `repository` and beit-gateway in front of its gRPC port, on free ports."""
     from beit_serve import EmbeddedServer
-    from loadtest.benchmark.__main__ import _free_ports
+    from loadtest.benchmark.servers import free_ports
 
-    http_port, grpc_port, metrics_port, gateway_port = _free_ports(4)
+    http_port, grpc_port, metrics_port, gateway_port = free_ports(4)
     log_dir.mkdir(parents=True, exist_ok=True)
     with EmbeddedServer(
         repository,

@@ -21,6 +21,8 @@ SERVING_OVERHEAD_MS = 15.0
 # Serving's CPU per image against in-process, measured at this many requests in flight (issue 14, point 4).
 SERVING_CPU_OVERHEAD = 1.25
 OVERHEAD_CONCURRENCY = 16
+INT8_SERVED_SPEEDUP = 1.6
+INT8_TOP1_AGREEMENT = 0.99
 # The served preprocessor laid out for the least CPU per image: single-threaded instances, one per core
 # the load generator leaves free.
 PER_CORE_LAYOUT = "1 process per core"
@@ -136,6 +138,8 @@ def evaluate_targets(results: dict[str, Any], points: Sequence[ServedPoint]) -> 
                 overhead <= SERVING_OVERHEAD_MS,
             )
         )
+    if results.get("int8"):
+        targets.extend(int8_targets(results["int8"]))
     return targets
 
 
@@ -160,6 +164,40 @@ def overhead_per_image(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def int8_targets(int8: dict[str, Any]) -> list[Target]:
+    """Served int8 against served fp32 throughput, and int8's top-1 agreement with fp32 on the photos."""
+    fp32, quantized = (int8["served"][precision]["images_per_s"] for precision in ("fp32", "int8"))
+    speedup = quantized / fp32
+    agreement = int8["agreement"]
+    return [
+        Target(
+            f"served int8 >= {INT8_SERVED_SPEEDUP}x served fp32",
+            f"{quantized:.2f} vs {fp32:.2f} img/s = {speedup:.2f}x ({int8['protocol']}, concurrency "
+            f"{int8['served']['int8']['concurrency']})",
+            speedup >= INT8_SERVED_SPEEDUP,
+        ),
+        Target(
+            f"int8 top-1 agreement with fp32 >= {INT8_TOP1_AGREEMENT:.0%} ({agreement['checkpoint']})",
+            f"{agreement['top1_agreement']:.1%} on {agreement['images']} photos (top-5 "
+            f"{agreement['top5_agreement']:.1%}, max |Δprob| {agreement['max_abs_probability_diff']:.3g}, "
+            f"fp32 mean top-1 probability {agreement['reference_mean_top1']:.3f})",
+            agreement["top1_agreement"] >= INT8_TOP1_AGREEMENT,
+        ),
+    ]
+
+
+def int8_lines(int8: dict[str, Any]) -> list[str]:
+    """The int8 section of the table: in-process and served rows, fp32 beside int8."""
+    lines = ["-- int8 (model.int8.onnx, configs/embedded_int8.pbtxt) vs fp32"]
+    for precision, batches in int8["in_process"].items():
+        lines.extend(
+            _row(f"{precision} ONNX Runtime in-process, batch {m['batch_size']}", m) for m in batches
+        )
+    for precision, m in int8["served"].items():
+        lines.append(_row(f"{precision} served {int8['protocol']}, concurrency {m['concurrency']}", m))
+    return lines
+
+
 def served_per_core(measurement: dict[str, Any]) -> float | None:
     """Images per CPU-second of the measured side, where its CPU time was read: the server's (Triton and
     its stubs), or this process's for the in-process baseline."""
@@ -174,14 +212,10 @@ def table(results: dict[str, Any], points: Sequence[ServedPoint], targets: Seque
         f"BEiT capacity benchmark: {env['model']} on {env['cores']} cores, {env['duration_s']:g} s per point"
     )
     lines.append("")
-    lines.append(f"{'what':<44} {'img/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}")
+    lines.append(HEADER)
 
     def row(label: str, m: dict[str, Any] | Measurement) -> None:
-        m = m if isinstance(m, dict) else asdict(m)
-        lines.append(
-            f"{label:<44} {m['images_per_s']:8.2f} {m['p50_ms']:8.1f} {m['p95_ms']:8.1f} "
-            f"{m['p99_ms']:8.1f} {m['failures']:5d}"
-        )
+        lines.append(_row(label, m))
 
     lines.append("-- same machine, no server")
     if results.get("hf_pipeline"):
@@ -246,6 +280,9 @@ def table(results: dict[str, Any], points: Sequence[ServedPoint], targets: Seque
         seen.add((point.protocol, point.measurement.concurrency))
         lines.extend(_statistics_table(point))
 
+    if results.get("int8"):
+        lines.extend(int8_lines(results["int8"]))
+
     lines.append("-- targets")
     lines.extend(t.line() for t in targets)
     return "\n".join(lines)
@@ -267,6 +304,17 @@ def _statistics_table(point: ServedPoint) -> list[str]:
             f"{s['request_ms']:7.1f}"
         )
     return lines
+
+
+HEADER = f"{'what':<44} {'img/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail':>5}"
+
+
+def _row(label: str, m: dict[str, Any] | Measurement) -> str:
+    m = m if isinstance(m, dict) else asdict(m)
+    return (
+        f"{label:<44} {m['images_per_s']:8.2f} {m['p50_ms']:8.1f} {m['p95_ms']:8.1f} "
+        f"{m['p99_ms']:8.1f} {m['failures']:5d}"
+    )
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
@@ -366,7 +414,37 @@ def plot(out: Path, results: dict[str, Any], points: Sequence[ServedPoint]) -> l
         axes.legend(fontsize="small")
         axes.grid(True, alpha=0.3)
         paths.append(_save(figure, out / "cpu.png"))
+    if results.get("int8"):
+        paths.append(plot_int8(out, results["int8"]))
     return paths
+
+
+def plot_int8(out: Path, int8: dict[str, Any]) -> Path:
+    """int8.png: fp32 and int8 throughput side by side, in-process per batch size and served."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [f"in-process, batch {m['batch_size']}" for m in int8["in_process"]["fp32"]]
+    groups.append(f"served {int8['protocol']}, concurrency {int8['served']['fp32']['concurrency']}")
+    figure, axes = plt.subplots(figsize=(8, 5))
+    width = 0.38
+    for offset, precision in enumerate(("fp32", "int8")):
+        rates = [m["images_per_s"] for m in int8["in_process"][precision]]
+        rates.append(int8["served"][precision]["images_per_s"])
+        x = [index + (offset - 0.5) * width for index in range(len(groups))]
+        bars = axes.bar(x, rates, width, label=precision)
+        axes.bar_label(bars, fmt="%.2f")
+    axes.set_xticks(range(len(groups)), groups)
+    axes.set(ylabel="images / s", title="int8 vs fp32 throughput (one run, same machine)")
+    axes.legend()
+    axes.grid(True, axis="y", alpha=0.3)
+    figure.tight_layout()
+    path = out / "int8.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def _save(figure: Any, path: Path) -> Path:

@@ -10,9 +10,11 @@ from pathlib import Path
 from beit_repository import model_config
 from beit_repository.names import (
     CONFIG_FILE,
+    INT8_ONNX_FILE,
     MODEL_VERSION,
     NETWORK_MODEL,
     ONNX_FILE,
+    ONNX_FILE_PARAMETER,
     PLAN_FILE,
     VARIANTS_DIRECTORY,
 )
@@ -41,18 +43,29 @@ def check_repository(repository: Path, variant: str | None) -> None:
         raise PreflightError(
             f"{repository} holds the unbuilt template (no checkpoint in {config_path}): {build}"
         )
+    file = network_file(config)
     version = network / MODEL_VERSION
-    if config.backend == TENSORRT_BACKEND:
-        artifacts = [version / PLAN_FILE]
-    else:
-        # ONNX Runtime reads the external data beside model.onnx only when the session is created, in a
-        # backend's log; a copy of the repository that left the data file behind is caught here instead.
-        data_files = model_config.onnx_data_files(parameters)
-        artifacts = [version / ONNX_FILE, *(version / name for name in data_files)]
-    for artifact in artifacts:
+    # ONNX Runtime reads the external data beside model.onnx only when the session is created, in a
+    # backend's log; a copy of the repository that left the data file behind is caught here instead.
+    data_files = model_config.onnx_data_files(parameters) if file == ONNX_FILE else []
+    hints = {
+        PLAN_FILE: "docker compose run --rm tensorrt builds the plan",
+        INT8_ONNX_FILE: f"build it with: beit-build --model CHECKPOINT --repository {repository} "
+        "--quantize int8",
+    }
+    for artifact in [version / file, *(version / name for name in data_files)]:
         if not artifact.is_file():
-            hint = "docker compose run --rm tensorrt builds the plan" if artifact.name == PLAN_FILE else build
-            raise PreflightError(f"{repository} has no {artifact.relative_to(repository)}: {hint}")
+            raise PreflightError(
+                f"{repository} has no {artifact.relative_to(repository)}: {hints.get(artifact.name, build)}"
+            )
+
+
+def network_file(config: model_config.ModelConfig) -> str:
+    """The file in beit_model's version directory that this config loads: a TensorRT plan, or the ONNX file
+    its `onnx_file` parameter names (the int8 variant's), else model.onnx."""
+    if config.backend == TENSORRT_BACKEND:
+        return PLAN_FILE
+    return model_config.parameters(config).get(ONNX_FILE_PARAMETER) or ONNX_FILE
 
 
 def check_ports_free(address: str, ports: Mapping[str, int]) -> None:

@@ -1,4 +1,5 @@
-"""BEiT on CPU inside a Python-backend model: model.onnx run by ONNX Runtime (configs/embedded.pbtxt).
+"""BEiT on CPU inside a Python-backend model: model.onnx run by ONNX Runtime (configs/embedded.pbtxt), or
+model.int8.onnx where the variant's `onnx_file` parameter names it (configs/embedded_int8.pbtxt).
 
 The embedded Triton has no onnxruntime backend, so this model does that backend's job: every request of a
 dynamic batch goes through one session run, and the outputs are split back per request.
@@ -16,7 +17,13 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from beit_repository import model_config
-from beit_repository.names import NETWORK_MODEL, ONNX_FILE, PIXEL_VALUES
+from beit_repository.names import (
+    INT8_ONNX_FILE,
+    NETWORK_MODEL,
+    ONNX_FILE,
+    ONNX_FILE_PARAMETER,
+    PIXEL_VALUES,
+)
 
 Array = npt.NDArray[np.float32]
 
@@ -26,15 +33,16 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         version = os.path.join(args["model_repository"], args["model_version"])
-        path = os.path.join(version, ONNX_FILE)
+        path = os.path.join(version, _onnx_file(parameters))
         # ONNX Runtime finds model.onnx's external data beside it (opened by path below); the build names
         # those files in the config so that a missing one is named here, not in an ONNX Runtime error.
-        data_files = model_config.onnx_data_files(parameters)
+        data_files = model_config.onnx_data_files(parameters) if os.path.basename(path) == ONNX_FILE else []
         for required in [path, *(os.path.join(version, name) for name in data_files)]:
             if not os.path.exists(required):
+                quantize = " --quantize int8" if os.path.basename(required) == INT8_ONNX_FILE else ""
                 raise pb_utils.TritonModelException(
                     f"{NETWORK_MODEL}: {required} is missing; "
-                    "run `beit-build --model CHECKPOINT --repository MODEL_REPOSITORY` first"
+                    f"run `beit-build --model CHECKPOINT --repository MODEL_REPOSITORY{quantize}` first"
                 )
         self._session = ort.InferenceSession(
             path, sess_options=_session_options(parameters), providers=["CPUExecutionProvider"]
@@ -104,6 +112,18 @@ def _session_options(parameters: dict[str, str]) -> ort.SessionOptions:
         raise pb_utils.TritonModelException(f"{NETWORK_MODEL}: parameter 'intra_op_spinning' must be 0 or 1")
     options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     return options
+
+
+def _onnx_file(parameters: dict[str, str]) -> str:
+    """The variant's model file (configs/embedded_int8.pbtxt names model.int8.onnx), a plain name inside the
+    version directory: a path would let a config load a file from outside the repository."""
+    name = parameters.get(ONNX_FILE_PARAMETER, "").strip() or ONNX_FILE
+    if os.path.basename(name) != name or name in (".", ".."):
+        raise pb_utils.TritonModelException(
+            f"{NETWORK_MODEL}: parameter {ONNX_FILE_PARAMETER!r} must be a file name in the version "
+            f"directory, not {name!r}"
+        )
+    return name
 
 
 def _int_parameter(parameters: dict[str, str], key: str) -> int:
