@@ -17,6 +17,8 @@ GATEWAY_PORT ?= 8080
 
 BIN := $(VENV)/bin
 CHECKPOINT_ARGS := $(if $(RANDOM),--random $(RANDOM),--model $(MODEL))
+# beit_repository.names.EMBEDDED_VARIANT, or its int8 twin (INT8_VARIANT).
+MODEL_CONFIG := $(if $(QUANTIZE),embedded_$(QUANTIZE),embedded)
 
 .PHONY: install build serve sample test lint bench soak faults fuzz reliability clean
 
@@ -34,12 +36,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 build: install
-	$(BIN)/beit-build $(CHECKPOINT_ARGS) --repository $(REPOSITORY) --skip-if-built
+	$(BIN)/beit-build $(CHECKPOINT_ARGS) $(if $(QUANTIZE),--quantize $(QUANTIZE)) --repository $(REPOSITORY) \
+		--skip-if-built
 
 # Triton and the gateway together; Ctrl-C stops both (each finishes its in-flight requests first).
 serve: build
 	$(BIN)/python -m beit_gateway.supervise \
-		"$(BIN)/beit-serve --repository $(REPOSITORY) \
+		"$(BIN)/beit-serve --repository $(REPOSITORY) --model-config-name $(MODEL_CONFIG) \
 			--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)" \
 		"$(BIN)/beit-gateway --triton-url grpc://localhost:$(GRPC_PORT) --port $(GATEWAY_PORT)"
 

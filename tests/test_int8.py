@@ -36,7 +36,7 @@ from beit_repository.names import (
     VARIANTS_DIRECTORY,
 )
 from beit_serve import EmbeddedServer
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.images import encode, photo
 from tests.triton_load_rules import load_errors
 
@@ -232,3 +232,22 @@ def test_beit_serve_refuses_the_int8_variant_of_a_repository_built_without_it_in
     (line,) = result.stderr.splitlines()
     assert line.startswith("beit-serve: error: ") and "has no beit_model/1/model.int8.onnx" in line, line
     assert "--quantize int8" in line
+
+
+@pytest.mark.parametrize(
+    ("variables", "build_flag", "variant"),
+    [([], None, EMBEDDED_VARIANT), (["QUANTIZE=int8"], "--quantize int8", INT8_VARIANT)],
+)
+def test_make_serve_builds_and_serves_the_int8_variant_when_asked(
+    variables: list[str], build_flag: str | None, variant: str
+) -> None:
+    commands = subprocess.run(
+        ["make", "-n", "serve", "RANDOM=tiny", *variables],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.replace("\\\n", " ")
+    build = next(line for line in commands.splitlines() if "beit-build" in line)
+    assert (build_flag in build) if build_flag else ("--quantize" not in build)
+    assert f"--model-config-name {variant} " in commands
