@@ -137,14 +137,17 @@ def test_readiness_and_the_probe_refuse_while_a_model_reloads_over_both_protocol
 
 
 def test_the_probe_fails_where_triton_alone_reports_ready_after_a_stub_died(repository: Path, tmp_path: Path):
-    """Unsupervised Triton 2.51 keeps answering ready with a dead stub (the issue's finding); the probe runs
-    a real classification and says no."""
+    """Unsupervised Triton 2.51 keeps answering ready with dead stubs (the issue's finding); the probe runs
+    a real classification and says no. Every preprocessor instance's stub is killed: with one left alive,
+    Triton would send the probe's request to it."""
     server = EmbeddedServer(
         repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), exit_timeout=1
     )
     with server:
         assert run_probe(server.http_url).returncode == 0
-        os.kill(next(s.pid for s in server.stubs() if s.model == PREPROCESS_MODEL), signal.SIGKILL)
+        for stub in server.stubs():
+            if stub.model == PREPROCESS_MODEL:
+                os.kill(stub.pid, signal.SIGKILL)
         time.sleep(0.5)
         assert server.is_ready(), "Triton 2.51 reports ready with a dead stub"
         probe = run_probe(server.http_url)
