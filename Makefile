@@ -5,6 +5,8 @@ MODEL ?= microsoft/beit-base-patch16-224-pt22k-ft22k
 # RANDOM=tiny|base|large|data2vec-vision-large builds a randomly initialized checkpoint of that architecture
 # instead of MODEL (offline; predictions are noise).
 RANDOM ?=
+# QUANTIZE=int8 also builds model.int8.onnx and serves it (README "int8 on CPU": check-engine --int8 first).
+QUANTIZE ?=
 # The built repository (beit_repository.names.DEFAULT_REPOSITORY): model_repository/ is its template.
 REPOSITORY ?= output/model_repository
 HTTP_PORT ?= 8000
