@@ -108,8 +108,8 @@ class Supervisor:
         self.server.wait_until_ready(self.ready_timeout)
         self._serve()
 
-    def _serve(self) -> None:
-        self._stubs = self.server.stubs()
+    def _serve(self, retired: frozenset[int] | set[int] = frozenset()) -> None:
+        self._stubs = [stub for stub in self.server.stubs() if stub.pid not in retired]
         self.state.serve()
         logger.info("serving; Python-backend stubs: %s", ", ".join(s.instance for s in self._stubs) or "none")
 
@@ -129,7 +129,9 @@ class Supervisor:
             self._restart(reason, models, started)
             return
         self._done(Recovery(reason, models, "reloaded", time.monotonic() - started))
-        self._serve()
+        # Triton unloads asynchronously: the models' other stubs from before the reload may still be exiting,
+        # and their exit is not a new death.
+        self._serve(retired={stub.pid for stub in self._stubs if stub.model in models})
 
     def _wait_ready(self, started: float) -> None:
         while not self.server.is_ready():
