@@ -31,7 +31,14 @@ from beit_build.check_engine import check_engine
 from beit_build.checkpoint import load_checkpoint
 from beit_build.cli import main
 from beit_build.errors import EngineCheckError
-from beit_build.export import OPSET, NetworkOutputs, export_onnx, onnx_node_count, prepare_for_export
+from beit_build.export import (
+    OPSET,
+    NetworkOutputs,
+    PixelNormalization,
+    export_onnx,
+    onnx_node_count,
+    prepare_for_export,
+)
 from beit_build.families import FAMILIES, Checkpoint, family_of
 from beit_build.labels import imagenet22k_labels, read_labels
 from beit_build.layer_scale import fold_layer_scale, layer_scale_report
@@ -39,7 +46,7 @@ from beit_build.random_checkpoint import random_config, random_image_processor
 from beit_build.repository import ONNX_PATH, PLAN_PATH, atomic_path
 from beit_build.verify import verify_onnx
 from beit_preprocessing import PARAMETER_KEYS as PREPROCESSING_KEYS
-from beit_preprocessing import PreprocessingConfig
+from beit_preprocessing import PreprocessingConfig, normalization_table, normalize
 from beit_repository import model_config
 from beit_repository.names import (
     DEFAULT_REPOSITORY,
@@ -74,13 +81,19 @@ def built(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return repository
 
 
-def pixels(batch: int = 3, seed: int = 1) -> torch.Tensor:
-    return torch.rand(batch, 3, *RESOLUTION, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+def pixels(batch: int = 3, seed: int = 1) -> np.ndarray:
+    """What the preprocessor hands the network: uint8 [batch, 3, H, W]."""
+    return np.random.default_rng(seed).integers(0, 256, (batch, 3, *RESOLUTION), dtype=np.uint8)
 
 
-def run_onnx(path: Path, pixel_values: torch.Tensor) -> dict[str, np.ndarray]:
+def normalized(batch: np.ndarray, checkpoint: Checkpoint) -> torch.Tensor:
+    """What the checkpoint's image processor would hand its PyTorch model for the same pixels."""
+    return torch.from_numpy(normalize(batch, checkpoint.preprocessing))
+
+
+def run_onnx(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(list(NETWORK_OUTPUTS), {PIXEL_VALUES: pixel_values.numpy()})
+    outputs = session.run(list(NETWORK_OUTPUTS), {PIXEL_VALUES: batch})
     return dict(zip(NETWORK_OUTPUTS, outputs, strict=True))
 
 
@@ -116,6 +129,51 @@ def test_data2vec_vision_checkpoint_builds_and_matches_pytorch(tmp_path: Path) -
 # 2. export
 
 
+class _ShowNormalized(torch.nn.Module):
+    """A stand-in network that shows what it was given: the normalized pixels, flat, as all three outputs."""
+
+    def __init__(self, preprocessing: PreprocessingConfig) -> None:
+        super().__init__()
+        self.normalization = PixelNormalization(preprocessing)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        flat = self.normalization(pixels).flatten(1)
+        return flat, flat, flat
+
+
+@pytest.mark.parametrize(
+    ("preprocessing", "lookup"),
+    [
+        (PreprocessingConfig(), False),
+        (PreprocessingConfig(image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)), False),
+        (
+            PreprocessingConfig(
+                pipeline="torchvision", image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)
+            ),
+            False,
+        ),
+        (PreprocessingConfig(do_normalize=False), False),
+        (PreprocessingConfig(do_rescale=False, do_normalize=False), False),
+        # No float32 division reproduces a float64 multiplication by 0.00392 for every value.
+        (PreprocessingConfig(rescale_factor=0.00392), True),
+    ],
+    ids=["half", "imagenet", "torchvision-imagenet", "rescale-only", "none", "lookup"],
+)
+def test_the_graph_normalizes_uint8_pixels_bit_for_bit_as_the_image_processor(
+    preprocessing: PreprocessingConfig, lookup: bool, tmp_path: Path
+) -> None:
+    """Through ONNX Runtime with its default graph optimizations, on every value in every channel."""
+    path = tmp_path / "model.onnx"
+    export_onnx(_ShowNormalized(preprocessing), path, (16, 16))
+    assert any(node.op_type == "Gather" for node in onnx.load(str(path)).graph.node) == lookup
+    every_value = np.broadcast_to(np.arange(256, dtype=np.uint8).reshape(16, 16), (1, 3, 16, 16))
+    random = np.random.default_rng(0).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)
+    batch = np.concatenate([every_value, random])
+    expected = normalize(batch, preprocessing)
+    assert np.array_equal(run_onnx(path, batch)["LOGITS"], expected.reshape(3, -1))
+    assert np.array_equal(expected[0].reshape(3, 256), normalization_table(preprocessing))
+
+
 def test_onnx_has_our_names_dynamic_batch_only_and_single_op_layer_norm(
     built: Path, tiny: Checkpoint
 ) -> None:
@@ -123,6 +181,7 @@ def test_onnx_has_our_names_dynamic_batch_only_and_single_op_layer_norm(
     assert model.opset_import[0].version == OPSET
     (graph_input,) = model.graph.input
     assert graph_input.name == PIXEL_VALUES
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = [dim.dim_param or dim.dim_value for dim in graph_input.type.tensor_type.shape.dim]
     assert dims == ["batch", 3, 224, 224]
     assert [output.name for output in model.graph.output] == list(NETWORK_OUTPUTS)
@@ -134,7 +193,9 @@ def test_onnx_has_our_names_dynamic_batch_only_and_single_op_layer_norm(
         "PROBABILITIES": ["batch", 10],
         "EMBEDDING": ["batch", 32],
     }
-    assert any(node.op_type == "LayerNormalization" for node in model.graph.node)
+    layer_norms = [node.name for node in model.graph.node if node.op_type == "LayerNormalization"]
+    # Named as the checkpoint's modules are: the TensorRT step pins these names to FP32.
+    assert layer_norms and all(name.startswith("/beit/") for name in layer_norms), layer_norms
     outputs = run_onnx(built / ONNX_PATH, pixels(batch=3))
     assert outputs["LOGITS"].shape == (3, tiny.model.config.num_labels)
     assert outputs["EMBEDDING"].shape == (3, tiny.model.config.hidden_size)
@@ -144,7 +205,7 @@ def test_onnx_has_our_names_dynamic_batch_only_and_single_op_layer_norm(
 def test_embedding_is_the_backbone_pooler_output(built: Path, tiny: Checkpoint) -> None:
     batch = pixels(batch=2)
     with torch.no_grad():
-        pooled = tiny.model.base_model(batch).pooler_output.numpy()
+        pooled = tiny.model.base_model(normalized(batch, tiny)).pooler_output.numpy()
     np.testing.assert_allclose(run_onnx(built / ONNX_PATH, batch)["EMBEDDING"], pooled, atol=1e-5)
 
 
@@ -163,12 +224,12 @@ def test_precomputed_bias_graph_is_much_smaller_than_naive_export_and_equal(
     tiny: Checkpoint, tmp_path: Path
 ) -> None:
     naive, prepared = tmp_path / "naive.onnx", tmp_path / "prepared.onnx"
-    export_onnx(NetworkOutputs(tiny), naive, RESOLUTION)
+    export_onnx(NetworkOutputs(tiny, normalization=PixelNormalization(tiny.preprocessing)), naive, RESOLUTION)
     export_onnx(prepare_for_export(tiny), prepared, RESOLUTION)
     assert onnx_node_count(prepared) * 3 < onnx_node_count(naive)
     batch = pixels()
     with torch.no_grad():
-        expected = NetworkOutputs(tiny)(batch)
+        expected = NetworkOutputs(tiny)(normalized(batch, tiny))
     for name, want in zip(NETWORK_OUTPUTS, expected, strict=True):
         np.testing.assert_allclose(run_onnx(prepared, batch)[name], want.numpy(), atol=1e-4)
 
@@ -426,7 +487,7 @@ def test_folding_layer_scale_keeps_the_function(data2vec: bool, tmp_path: Path) 
     folded = copy.deepcopy(original)
     assert fold_layer_scale(family.layer_scales(folded)) == 4
     assert family.layer_scales(folded) == []
-    batch = pixels(batch=2)
+    batch = normalized(pixels(batch=2), checkpoint)
     with torch.no_grad():
         np.testing.assert_allclose(folded(batch).logits, original(batch).logits, rtol=1e-5, atol=1e-6)
     assert not layer_scale_report(checkpoint.model, family.layer_scales(checkpoint.model)).fp16_unsafe
@@ -479,6 +540,19 @@ def test_skip_if_built_skips_only_a_complete_build_of_the_same_checkpoint(
     main(["--model", str(tiny_checkpoint), "--repository", str(built), "--skip-if-built"])
     assert "not rebuilding" in capsys.readouterr().out
     assert snapshot(built) == before
+
+
+def test_skip_if_built_rebuilds_a_repository_whose_graph_takes_float_pixels(
+    built: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Built before the graph took uint8: today's preprocessor would send it pixels it refuses."""
+    old = tmp_path / "old"
+    shutil.copytree(built, old)
+    model = onnx.load(str(old / ONNX_PATH))
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    onnx.save(model, str(old / ONNX_PATH))
+    assert is_built(built, str(tiny_checkpoint))
+    assert not is_built(old, str(tiny_checkpoint))
 
 
 def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -583,7 +583,7 @@ def test_client_side_preprocessing_sends_pixels_to_beit_model() -> None:
     client.classify([data, rgb], top_k=2)
     [request] = transport.requests
     pixels = request.inputs["PIXEL_VALUES"]
-    assert request.model == "beit_model" and pixels.dtype == np.float32 and pixels.shape == (2, 3, 224, 224)
+    assert request.model == "beit_model" and pixels.dtype == np.uint8 and pixels.shape == (2, 3, 224, 224)
     config = PreprocessingConfig()
     np.testing.assert_array_equal(pixels[0], preprocess_bytes(data, config, max_pixels=10**8))
     png = io.BytesIO()

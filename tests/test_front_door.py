@@ -44,6 +44,8 @@ def test_a_well_formed_request_passes_as_json_and_with_binary_tensors() -> None:
     assert http_infer_problem(header + b"\x05\0\0\0hello", str(len(header))) is None
     numbers = body(inputs=[{"name": "PIXEL_VALUES", "shape": [1, 2], "datatype": "FP32", "data": [[0.5, 1]]}])
     assert http_infer_problem(numbers, None) is None
+    pixels = body(inputs=[{"name": "PIXEL_VALUES", "shape": [1, 2], "datatype": "UINT8", "data": [[0, 255]]}])
+    assert http_infer_problem(pixels, None) is None
 
 
 @pytest.mark.parametrize(
@@ -59,7 +61,13 @@ def test_a_well_formed_request_passes_as_json_and_with_binary_tensors() -> None:
         (body(inputs__0__data=[12]), None, "BYTES elements must be strings"),
         (body(inputs__0__datatype="FP32", inputs__0__data=["x"]), None, "FP32 elements must be numbers"),
         (body(inputs__0__datatype="INT64", inputs__0__data=[1.5]), None, "INT64 elements must be integers"),
-        (body(inputs__0__datatype="UINT8", inputs__0__data=[-1]), None, "must be non-negative integers"),
+        (
+            body(inputs__0__datatype="UINT8", inputs__0__data=[-1]),
+            None,
+            "UINT8 elements must be integers from 0",
+        ),
+        (body(inputs__0__datatype="UINT8", inputs__0__data=[[0, 256]]), None, "integers from 0 to 255"),
+        (body(inputs__0__datatype="INT8", inputs__0__data=[-129]), None, "integers from -128 to 127"),
         (body(outputs__0__parameters={"classification": "many"}), None, "classification must be an integer"),
         (body(outputs__0__parameters={"classification": -1}), None, "classification must be an integer"),
         (body(outputs__0__parameters={"classification": 2**40}), None, "classification must be an integer"),

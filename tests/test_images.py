@@ -300,7 +300,7 @@ def test_the_triton_images_command_serves_the_gpu_preprocessor_config_from_the_i
     image_input = httpclient.InferInput(IMAGE, list(images.shape), "BYTES")
     image_input.set_data_from_numpy(images)
     pixels = client.infer(PREPROCESS_MODEL, [image_input]).as_numpy(PIXEL_VALUES)
-    assert pixels is not None and pixels.shape == (1, 3, 224, 224) and pixels.dtype == np.float32
+    assert pixels is not None and pixels.shape == (1, 3, 224, 224) and pixels.dtype == np.uint8
 
 
 # -- tensorrt image ------------------------------------------------------------------------------------------

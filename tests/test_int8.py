@@ -195,7 +195,7 @@ def test_the_served_int8_variant_answers_with_the_int8_models_probabilities(
     pixels = photo_pixels(int8_repository, photos)[:4]
     client = httpclient.InferenceServerClient(int8_server.http_url.split("://", 1)[1])
     try:
-        inputs = httpclient.InferInput(PIXEL_VALUES, list(pixels.shape), "FP32")
+        inputs = httpclient.InferInput(PIXEL_VALUES, list(pixels.shape), "UINT8")
         inputs.set_data_from_numpy(pixels)
         served = client.infer(NETWORK_MODEL, [inputs]).as_numpy(PROBABILITIES)
     finally:

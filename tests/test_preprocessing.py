@@ -27,6 +27,8 @@ from beit_preprocessing import (
     TruncatedImageError,
     UndecodableImageError,
     decode_image,
+    exact_normalization_steps,
+    normalize,
     preprocess_batch,
     preprocess_bytes,
     preprocess_image,
@@ -87,11 +89,20 @@ def reference(data: bytes, processor: BeitImageProcessorPil) -> np.ndarray:
 def assert_matches_transformers(data: bytes, processor_kwargs: dict[str, object]) -> None:
     processor = BeitImageProcessorPil(**processor_kwargs)
     config = PreprocessingConfig.from_image_processor_dict(processor.to_dict())
-    ours = preprocess_image(decode_image(data, max_pixels=MAX_PIXELS), config)
+    pixels = preprocess_image(decode_image(data, max_pixels=MAX_PIXELS), config)
+    assert pixels.dtype == np.uint8
+    ours = normalize(pixels, config)
     expected = reference(data, processor)
     assert ours.dtype == np.float32 and ours.shape == expected.shape
     assert np.array_equal(ours, expected), f"max |diff| {np.abs(ours - expected).max()}"
-    assert np.array_equal(preprocess_bytes(data, config, max_pixels=MAX_PIXELS), expected)
+    assert np.array_equal(preprocess_bytes(data, config, max_pixels=MAX_PIXELS), pixels)
+
+
+@pytest.mark.parametrize("name", PROCESSORS)
+def test_the_served_checkpoints_normalize_in_the_graph_with_exact_float32_steps(name: str) -> None:
+    """Not the slow lookup fallback (beit_build.export.PixelNormalization)."""
+    processor = BeitImageProcessorPil(**PROCESSORS[name])
+    assert exact_normalization_steps(PreprocessingConfig.from_image_processor_dict(processor.to_dict()))
 
 
 @pytest.mark.parametrize("name", PROCESSORS)
@@ -189,8 +200,8 @@ def test_fast_mode_stays_close_to_exact_in_every_orientation(orientation: int) -
     exact = PreprocessingConfig(
         size=SizeSpec(shortest_edge=248), do_center_crop=True, crop_size=SizeSpec(height=224, width=224)
     )
-    reference_pixels = preprocess_bytes(data, exact, max_pixels=MAX_PIXELS)
-    fast_pixels = preprocess_bytes(data, replace(exact, mode="fast"), max_pixels=MAX_PIXELS)
+    reference_pixels = normalize(preprocess_bytes(data, exact, max_pixels=MAX_PIXELS), exact)
+    fast_pixels = normalize(preprocess_bytes(data, replace(exact, mode="fast"), max_pixels=MAX_PIXELS), exact)
     assert fast_pixels.shape == reference_pixels.shape
     # Measured 0.0038-0.0043 here; a resize box not moved with the EXIF transpose (a sub-pixel shift of
     # the whole image) gives 0.0056-0.0092.

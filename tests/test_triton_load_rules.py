@@ -78,7 +78,8 @@ def test_the_exported_graph_batches_on_its_first_axis_and_fixes_every_other(buil
     assert set(model.outputs) == {"LOGITS", "PROBABILITIES", "EMBEDDING"}
     for tensor in [*model.inputs.values(), *model.outputs.values()]:
         assert tensor.shape[0] == -1 and all(dim > 0 for dim in tensor.shape[1:]), tensor
-        assert tensor.data_type == model_config_pb2.TYPE_FP32
+    assert model.inputs["PIXEL_VALUES"].data_type == model_config_pb2.TYPE_UINT8
+    assert {tensor.data_type for tensor in model.outputs.values()} == {model_config_pb2.TYPE_FP32}
 
 
 def test_the_templates_wildcard_dims_are_what_the_onnxruntime_backend_refused(tiny_repository: Path) -> None:

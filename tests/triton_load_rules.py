@@ -22,8 +22,8 @@ tensorrt backend (triton-inference-server/tensorrt_backend, branch r26.06):
   193-266 (compare_exact false for both): [-1] + config dims has the engine's rank, and a dim is compared only
   where neither side is -1.
   The engine's tensors are the ONNX graph's: build_plan.sh builds the plan from this model.onnx with trtexec,
-  whose ONNX parser keeps tensor names, the dynamic batch axis (-1) and FP32 network inputs and outputs (no
-  --inputIOFormats/--outputIOFormats is given).
+  whose ONNX parser keeps tensor names, the dynamic batch axis (-1) and the graph's I/O types (UINT8
+  pixels in, FP32 out; no --inputIOFormats/--outputIOFormats is given).
 
 Triton core (triton-inference-server/core, branch r26.06):
 - src/model.cc lines 113-127: a label_filename is read from inside the model directory, one label per line.

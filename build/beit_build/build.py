@@ -12,7 +12,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from beit_build.checkpoint import load_checkpoint
-from beit_build.export import export_onnx, graph_dims, onnx_node_count, prepare_for_export
+from beit_build.export import export_onnx, graph_dims, onnx_node_count, prepare_for_export, takes_uint8_pixels
 from beit_build.families import Checkpoint
 from beit_build.labels import read_labels
 from beit_build.onnx_files import external_data_files, model_files, staged_model
@@ -191,7 +191,7 @@ def is_built(repository: Path, checkpoint: str, *, quantize: str | None = None) 
         files = model_files(repository / ONNX_PATH)
     except (ValueError, DecodeError):  # not an ONNX model, or one whose data lies outside its directory
         return False
-    if not all(path.is_file() for path in files):
+    if not all(path.is_file() for path in files) or not takes_uint8_pixels(repository / ONNX_PATH):
         return False
     built = read_parameters(repository).get("checkpoint")
     return built is not None and json.loads(built) == checkpoint

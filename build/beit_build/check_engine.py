@@ -21,7 +21,14 @@ from beit_build.errors import EngineCheckError
 from beit_build.export import NetworkOutputs
 from beit_build.repository import INT8_ONNX_PATH, ONNX_PATH, read_parameters
 from beit_client.cli import collect_sources
-from beit_preprocessing import DEFAULT_MAX_PIXELS, PreprocessingConfig, decode_image, preprocess_image
+from beit_preprocessing import (
+    DEFAULT_MAX_PIXELS,
+    Pixels,
+    PreprocessingConfig,
+    decode_image,
+    normalize,
+    preprocess_image,
+)
 from beit_repository.names import NETWORK_OUTPUTS, PIXEL_VALUES, PROBABILITIES
 
 logger = logging.getLogger(__name__)
@@ -89,21 +96,21 @@ def check_engine(
                 )
             model = json.loads(parameters["checkpoint"])
         session = _session(repository / ONNX_PATH, engine)
-        reference_name, expected = PYTORCH, _torch_probabilities(model, pixels)
+        reference_name, expected = PYTORCH, _torch_probabilities(model, normalize(pixels, config))
     return _compare(
         engine, tuple(session.get_providers()), reference_name, _probabilities(session, pixels), expected
     )
 
 
-def _probabilities(session: onnxruntime.InferenceSession, pixels: Array) -> Array:
+def _probabilities(session: onnxruntime.InferenceSession, pixels: Pixels) -> Array:
     logger.info("running %d images through %s", len(pixels), ", ".join(session.get_providers()))
     (probabilities,) = session.run([PROBABILITIES], {PIXEL_VALUES: pixels})
     return np.asarray(probabilities, dtype=np.float32)
 
 
-def _torch_probabilities(model: str | Path, pixels: Array) -> Array:
+def _torch_probabilities(model: str | Path, normalized: Array) -> Array:
     with torch.no_grad():
-        outputs = NetworkOutputs(load_checkpoint(model)).eval()(torch.from_numpy(pixels))
+        outputs = NetworkOutputs(load_checkpoint(model)).eval()(torch.from_numpy(normalized))
     return np.asarray(outputs[NETWORK_OUTPUTS.index(PROBABILITIES)].numpy(), dtype=np.float32)
 
 

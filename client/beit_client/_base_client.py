@@ -181,7 +181,7 @@ class PreparedChunk:
     """A chunk's images made ready to send (`payloads`, by input index) or refused before sending
     (`failures`)."""
 
-    payloads: dict[int, bytes | npt.NDArray[np.float32]]
+    payloads: dict[int, bytes | npt.NDArray[np.uint8]]
     failures: dict[int, BeitClientError]
 
     def batches(self) -> list[list[int]]:
@@ -196,7 +196,7 @@ class PreparedChunk:
     def request(self, indices: Sequence[int], call: Call[Any]) -> InferRequest:
         payloads = [self.payloads[i] for i in indices]
         if call.settings.preprocess == "client":
-            inputs: Tensors = {PIXEL_VALUES: np.stack(payloads).astype(np.float32, copy=False)}
+            inputs: Tensors = {PIXEL_VALUES: np.stack(payloads)}
         else:
             inputs = {IMAGE: np.array(payloads, dtype=np.object_).reshape(len(payloads), 1)}
         return InferRequest(

@@ -155,10 +155,10 @@ def encode_image(image: ImageInput, index: int, options: ImageOptions) -> bytes:
 
 def preprocess_on_client(
     image: ImageInput, index: int, options: ImageOptions, config: PreprocessingConfig
-) -> npt.NDArray[np.float32]:
-    """The PIXEL_VALUES row for one image, computed as the server's preprocessor would: encoded sources
-    through the same decoder and the server's default pixel limit, in-memory images as the RGB image a
-    lossless encoding would decode to."""
+) -> npt.NDArray[np.uint8]:
+    """The PIXEL_VALUES row for one image (uint8: beit_model rescales and normalizes), computed as the
+    server's preprocessor would: encoded sources through the same decoder and the server's default pixel
+    limit, in-memory images as the RGB image a lossless encoding would decode to."""
     from beit_preprocessing import DEFAULT_MAX_PIXELS, preprocess_bytes, preprocess_image
     from beit_preprocessing import InvalidImageError as UnprocessableImage
 

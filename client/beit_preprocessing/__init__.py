@@ -1,6 +1,9 @@
 """Image preprocessing for BEiT checkpoints, bit-faithful to transformers' `BeitImageProcessorPil`, or to
 timm's eval transform for timm checkpoints (`PreprocessingConfig.pipeline`).
 
+The pixels stop at uint8 after the resize and crop (`Pixels`): the exported network starts with the
+rescale and normalize, bit for bit `normalization_table`'s values; `normalize` applies that table here.
+
 Depends on numpy and Pillow only: the Triton Python-backend preprocessor and the client SDK's client-side
 preprocessing both import it, so the server and the client compute the same pixels.
 """
@@ -24,7 +27,17 @@ from beit_preprocessing._errors import (
     TruncatedImageError,
     UndecodableImageError,
 )
-from beit_preprocessing._transforms import Pixels, preprocess_bytes, preprocess_image, resize_output_size
+from beit_preprocessing._transforms import (
+    NormalizationSteps,
+    NormalizedPixels,
+    Pixels,
+    exact_normalization_steps,
+    normalization_table,
+    normalize,
+    preprocess_bytes,
+    preprocess_image,
+    resize_output_size,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -33,6 +46,8 @@ __all__ = [
     "InvalidImageError",
     "MODES",
     "Mode",
+    "NormalizationSteps",
+    "NormalizedPixels",
     "PARAMETER_KEYS",
     "PIPELINES",
     "Pipeline",
@@ -44,6 +59,9 @@ __all__ = [
     "TruncatedImageError",
     "UndecodableImageError",
     "decode_image",
+    "exact_normalization_steps",
+    "normalization_table",
+    "normalize",
     "preprocess_batch",
     "preprocess_bytes",
     "preprocess_image",

@@ -26,7 +26,7 @@ def preprocess_batch(
     max_pixels: int,
     executor: Executor | None = None,
 ) -> list[Pixels | InvalidImageError]:
-    """One result per item, in order: float32 [3, H, W], or the item's error in its place."""
+    """One result per item, in order: uint8 [3, H, W], or the item's error in its place."""
 
     def one(data: bytes) -> Pixels | InvalidImageError:
         try:
@@ -48,14 +48,14 @@ def preprocess_requests(
     workers: int = 1,
 ) -> list[Pixels | InvalidImageError]:
     """Gather the images of every request (BYTES arrays of any shape, e.g. [n, 1]), preprocess them in one
-    parallel pass on `workers` threads of `executor`, and scatter: per request, float32 [n, 3, H, W], or
+    parallel pass on `workers` threads of `executor`, and scatter: per request, uint8 [n, 3, H, W], or
     the first failing image's error with its index in the request."""
     flat = [[_as_bytes(item) for item in array.reshape(-1)] for array in images]
     try:
         height, width = config.output_size
     except ValueError:
         return _preprocess_and_stack(flat, config, max_pixels=max_pixels, executor=executor)
-    outputs = [np.empty((len(request), 3, height, width), dtype=np.float32) for request in flat]
+    outputs = [np.empty((len(request), 3, height, width), dtype=np.uint8) for request in flat]
     failures: dict[tuple[int, int], InvalidImageError] = {}
 
     def run(jobs: Sequence[tuple[int, int]]) -> None:

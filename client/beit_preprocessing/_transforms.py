@@ -13,11 +13,16 @@ before; then `ToTensor` (`uint8 -> float32`, divided by 255 in float32) and `Nor
 (`(x - mean32) / std32` in float32).
 
 After the crop every step is a function of one uint8 value and its channel, so a [3, 256] table computed
-with exactly those numpy operations replaces them: same bits, one gather per pixel.
+with exactly those numpy operations replaces them: same bits, one gather per pixel. The server's
+preprocessor therefore stops at the crop and hands on uint8 pixels (a quarter of float32's bytes through the
+stubs' shared memory, and over PCIe to a GPU); the exported graph starts with float32 operations shown to
+give the table's values (`exact_normalization_steps`), or with the lookup itself (beit_build.export), and
+`normalize` applies the table where float pixels are wanted.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -28,11 +33,14 @@ from PIL import Image
 from beit_preprocessing._config import PreprocessingConfig, SizeSpec
 from beit_preprocessing._decode import Decoded, DraftTarget, decode
 
-Pixels = npt.NDArray[np.float32]
+Pixels = npt.NDArray[np.uint8]
+"""uint8 RGB [3, H, W], resized and cropped: what beit_preprocess outputs and the network takes."""
+NormalizedPixels = npt.NDArray[np.float32]
+"""float32 [..., 3, H, W]: what the checkpoint's image processor outputs (`normalize`)."""
 
 
 def preprocess_image(image: Image.Image, config: PreprocessingConfig) -> Pixels:
-    """float32 [3, H, W] from an upright image (`decode_image`'s output; other modes are converted to RGB)."""
+    """uint8 [3, H, W] from an upright image (`decode_image`'s output; other modes are converted to RGB)."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     return _preprocess(Decoded(rgb, rgb.size), config)
 
@@ -41,7 +49,7 @@ def preprocess_bytes(
     data: bytes, config: PreprocessingConfig, *, max_pixels: int, out: Pixels | None = None
 ) -> Pixels:
     """Decode and preprocess one encoded image; in "fast" mode JPEGs decode at a reduced DCT scale first.
-    `out`, float32 [3, H, W] of the output size, receives the pixels in place of a new array."""
+    `out`, uint8 [3, H, W] of the output size, receives the pixels in place of a new array."""
     draft = _draft_target(config) if config.mode == "fast" and config.do_resize else None
     return _preprocess(decode(data, max_pixels=max_pixels, draft_target=draft), config, out)
 
@@ -95,7 +103,7 @@ def _preprocess(decoded: Decoded, config: PreprocessingConfig, out: Pixels | Non
         assert config.crop_size is not None and config.crop_size.height and config.crop_size.width
         crop = _torchvision_center_crop if config.pipeline == "torchvision" else _center_crop
         pixels = crop(pixels, config.crop_size.height, config.crop_size.width)
-    return _apply_table(pixels, config, out)
+    return _channels_first(pixels, out)
 
 
 def _torchvision_center_crop(
@@ -128,10 +136,59 @@ def _center_crop(pixels: npt.NDArray[np.uint8], crop_h: int, crop_w: int) -> npt
     return padded[max(0, top) : min(new_h, top + crop_h), max(0, left) : min(new_w, left + crop_w)]
 
 
-def _apply_table(
-    pixels: npt.NDArray[np.uint8], config: PreprocessingConfig, out: Pixels | None = None
-) -> Pixels:
-    table = _value_table(
+def _channels_first(pixels: npt.NDArray[np.uint8], out: Pixels | None) -> Pixels:
+    height, width = pixels.shape[:2]
+    if out is None:
+        out = np.empty((3, height, width), dtype=np.uint8)
+    elif out.shape != (3, height, width) or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 {[3, height, width]}, not {out.dtype} {list(out.shape)}")
+    out[...] = pixels.transpose(2, 0, 1)
+    return out
+
+
+_CHANNEL_OFFSETS = (np.arange(3, dtype=np.intp) * 256)[:, None, None]
+"""Channel c's uint8 value v is entry c * 256 + v of the flattened table."""
+
+
+def normalize(pixels: Pixels, config: PreprocessingConfig) -> NormalizedPixels:
+    """uint8 [..., 3, H, W] -> float32: the image processor's rescale and normalize, bit for bit (the table;
+    the exported graph computes the same values, beit_build.export.PixelNormalization)."""
+    if pixels.dtype != np.uint8 or pixels.ndim < 3 or pixels.shape[-3] != 3:
+        raise ValueError(f"pixels must be uint8 [..., 3, H, W], not {pixels.dtype} {list(pixels.shape)}")
+    table = normalization_table(config).reshape(-1)
+    return table[pixels.astype(np.intp) + _CHANNEL_OFFSETS]
+
+
+@dataclass(frozen=True)
+class NormalizationSteps:
+    """float32 `(pixel / divisor - mean[c]) / std[c]`, one IEEE operation at a time."""
+
+    divisor: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def exact_normalization_steps(config: PreprocessingConfig) -> NormalizationSteps | None:
+    """Three float32 operations that give `normalization_table` bit for bit for every uint8 value in every
+    channel, or None. The image processor multiplies in float64 and rounds to float32, the same per-value
+    result as float32 division by 255 (the exported graph cannot carry float64: TensorRT has none); a
+    lookup graph is ten times slower than these operations in ONNX Runtime, so the exporter prefers them
+    where they are exact."""
+    if config.pipeline == "torchvision":
+        divisor = 255.0
+    else:
+        divisor = 1 / config.rescale_factor if config.do_rescale else 1.0
+    mean, std = (config.image_mean, config.image_std) if config.do_normalize else ((0.0,) * 3, (1.0,) * 3)
+    steps = NormalizationSteps(divisor, mean, std)
+    values = np.arange(256, dtype=np.float32) / np.float32(divisor)
+    computed = (values - np.array(mean, dtype=np.float32)[:, None]) / np.array(std, dtype=np.float32)[:, None]
+    return steps if np.array_equal(computed, normalization_table(config)) else None
+
+
+def normalization_table(config: PreprocessingConfig) -> NormalizedPixels:
+    """[3, 256], read-only: what the image processor's rescale and normalize make of each uint8 value in each
+    channel."""
+    return _value_table(
         config.pipeline,
         config.do_rescale,
         config.rescale_factor,
@@ -139,14 +196,6 @@ def _apply_table(
         config.image_mean,
         config.image_std,
     )
-    height, width = pixels.shape[:2]
-    if out is None:
-        out = np.empty((3, height, width), dtype=np.float32)
-    elif out.shape != (3, height, width) or out.dtype != np.float32:
-        raise ValueError(f"out must be float32 {[3, height, width]}, not {out.dtype} {list(out.shape)}")
-    for channel in range(3):
-        np.take(table[channel], pixels[:, :, channel], out=out[channel])
-    return out
 
 
 @lru_cache(maxsize=32)
@@ -157,7 +206,7 @@ def _value_table(
     do_normalize: bool,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
-) -> Pixels:
+) -> NormalizedPixels:
     """[3, 256]: what HF's rescale then normalize (or ToTensor then Normalize) make of each uint8 value in
     each channel."""
     values: npt.NDArray[Any] = np.tile(np.arange(256, dtype=np.uint8), (3, 1))

@@ -12,9 +12,10 @@ CLASSIFY_MODEL = "beit"
 EMBED_MODEL = "beit_embedding"
 """Ensemble: an encoded image in, the pooled image embedding out."""
 PREPROCESS_MODEL = "beit_preprocess"
-"""Python backend: encoded image bytes in, normalized pixels out."""
+"""Python backend: encoded image bytes in, uint8 pixels (resized and cropped) out."""
 NETWORK_MODEL = "beit_model"
-"""The exported network: pixels in, logits, probabilities and embedding out."""
+"""The exported network: uint8 pixels in (it rescales and normalizes them), logits, probabilities and
+embedding out."""
 MODELS = (CLASSIFY_MODEL, EMBED_MODEL, PREPROCESS_MODEL, NETWORK_MODEL)
 ENSEMBLES = (CLASSIFY_MODEL, EMBED_MODEL)
 

@@ -34,6 +34,11 @@ _UNSIGNED_PARAMETERS = frozenset(
 )
 _BOOL_PARAMETERS = frozenset({"binary_data", "binary_data_output", "sequence_start", "sequence_end"})
 _STRING_PARAMETERS = frozenset({"shared_memory_region"})
+# A JSON number out of its datatype's range would be wrapped into it (PIXEL_VALUES 256 read as 0).
+_INTEGER_RANGES = {
+    **{f"UINT{bits}": (0, 2**bits - 1) for bits in (8, 16, 32, 64)},
+    **{f"INT{bits}": (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (8, 16, 32, 64)},
+}
 
 
 def _is_int(value: Any) -> bool:
@@ -82,11 +87,10 @@ def _tensor_problem(where: str, tensor: Any, *, is_input: bool) -> str | None:
         if tensor["datatype"] == "BOOL" and not all(isinstance(leaf, bool) for leaf in leaves):
             return f"{where}.data: BOOL elements must be true or false"
         datatype = tensor["datatype"]
-        if datatype.startswith(("INT", "UINT")) and not all(
-            _is_int(leaf) and (leaf >= 0 or datatype.startswith("INT")) for leaf in leaves
-        ):
-            kind = "non-negative integers" if datatype.startswith("U") else "integers"
-            return f"{where}.data: {datatype} elements must be {kind}"
+        if datatype in _INTEGER_RANGES:
+            low, high = _INTEGER_RANGES[datatype]
+            if not all(_is_int(leaf) and low <= leaf <= high for leaf in leaves):
+                return f"{where}.data: {datatype} elements must be integers from {low} to {high}"
         if datatype.startswith(("FP", "BF")) and not all(
             isinstance(leaf, (int, float)) and not isinstance(leaf, bool) for leaf in leaves
         ):

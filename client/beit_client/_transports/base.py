@@ -18,7 +18,8 @@ import numpy.typing as npt
 __all__ = ["AsyncTransport", "InferRequest", "ModelConfig", "RequestedOutput", "Tensors", "Transport"]
 
 Tensors = Mapping[str, npt.NDArray[Any]]
-"""Tensors by name: BYTES as numpy object arrays of `bytes`, FP32 as float32 arrays."""
+"""Tensors by name: BYTES as numpy object arrays of `bytes`, UINT8 pixels as uint8 arrays, FP32 as float32
+arrays."""
 ModelConfig = dict[str, Any]
 """A model's configuration in Triton's JSON form (snake_case keys, as the HTTP endpoint returns it)."""
 
@@ -53,6 +54,8 @@ class InferRequest:
 def triton_datatype(array: npt.NDArray[Any]) -> str:
     if array.dtype == np.object_:
         return "BYTES"
+    if array.dtype == np.uint8:
+        return "UINT8"
     if array.dtype == np.float32:
         return "FP32"
     raise TypeError(f"no Triton datatype for {array.dtype}")

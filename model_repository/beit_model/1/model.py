@@ -26,6 +26,7 @@ from beit_repository.names import (
 )
 
 Array = npt.NDArray[np.float32]
+Pixels = npt.NDArray[np.uint8]
 
 
 class TritonPythonModel:
@@ -66,7 +67,7 @@ class TritonPythonModel:
             else:
                 groups.setdefault(batch.shape[1:], []).append(index)
         for indices in groups.values():
-            outputs = self._run(np.concatenate([pixels[i] for i in indices]).astype(np.float32, copy=False))
+            outputs = self._run(np.concatenate([pixels[i] for i in indices]))
             start = 0
             for index in indices:
                 stop = start + len(pixels[index])
@@ -78,7 +79,7 @@ class TritonPythonModel:
                 start = stop
         return responses
 
-    def _shape_problem(self, batch: Array) -> str | None:
+    def _shape_problem(self, batch: Pixels) -> str | None:
         expected = self._input_dims
         if batch.ndim != 1 + len(expected) or any(
             want is not None and have != want for have, want in zip(batch.shape[1:], expected, strict=True)
@@ -87,7 +88,7 @@ class TritonPythonModel:
             return f"{PIXEL_VALUES} must be [batch, {shown}], got {list(batch.shape)}"
         return None
 
-    def _run(self, batch: Array) -> dict[str, Array]:
+    def _run(self, batch: Pixels) -> dict[str, Array]:
         step = self._max_engine_batch or len(batch)
         chunks = [
             self._session.run(self._outputs, {PIXEL_VALUES: batch[start : start + step]})
