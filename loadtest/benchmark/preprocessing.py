@@ -49,8 +49,8 @@ def stage_costs(
     images: Sequence[bytes], config: PreprocessingConfig, *, max_pixels: int, rounds: int = 3
 ) -> dict[str, float]:
     """Mean ms per image for decode, resize and crop (to uint8 channels-first pixels), which the preprocessor
-    chains (`preprocess_bytes`, exact mode), and the rescale+normalize lookup that beit_model's graph runs
-    (timed here as `normalize`, the same lookup in numpy), each timed on the library's own functions."""
+    chains (`preprocess_bytes`, exact mode), and the rescale+normalize that beit_model's graph now runs
+    (timed here as `normalize`, numpy's lookup of the same values), each on the library's own functions."""
     if not config.do_resize:
         raise ValueError("stage costs need a resizing config")
     height, width = config.output_size
