@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -87,14 +86,7 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
     exact, max_pixels = preprocessing_config(artifacts.repository, "exact")
     fast, _ = preprocessing_config(artifacts.repository, "fast")
     results: dict[str, Any] = {
-        "environment": {
-            "model": artifacts.name,
-            "cores": preprocessing.available_cores(),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "url": args.url or None,
-            **timing,
-        }
+        "environment": report.environment(artifacts.name, url=args.url or None, **timing)
     }
 
     logger.info("in-process baselines")

@@ -25,7 +25,6 @@ import itertools
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -39,8 +38,8 @@ import httpx
 import numpy as np
 
 from beit_client import BeitClient
+from loadtest.benchmark import report
 from loadtest.benchmark.artifacts import prepare
-from loadtest.benchmark.preprocessing import available_cores
 from loadtest.benchmark.timing import Call, Measurement, closed_loop, summarize
 from loadtest.corpus import synthetic_corpus
 from loadtest.gateway import GATEWAY_FORMS, GatewayForm, classify_via_gateway
@@ -301,16 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_arguments(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     images = synthetic_corpus(args.corpus_size)
-    environment = {
-        "model": args.model,
-        "cores": available_cores(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "form": args.form,
-        "duration_s": args.duration_s,
-        "warmup_s": args.warmup_s,
-        "urls": None,
-    }
+    environment = report.environment(
+        args.model, form=args.form, duration_s=args.duration_s, warmup_s=args.warmup_s, urls=None
+    )
     if args.triton_url and args.gateway_url:
         environment["urls"] = {"triton": args.triton_url, "gateway": args.gateway_url}
         results = run(args, Endpoints(args.triton_url, args.gateway_url), images)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -28,7 +27,6 @@ from beit_preprocessing import preprocess_bytes
 from beit_repository.names import EMBEDDED_VARIANT, INT8_VARIANT
 from loadtest.benchmark import baselines, report, serving
 from loadtest.benchmark.artifacts import prepare
-from loadtest.benchmark.preprocessing import available_cores
 from loadtest.benchmark.repository import onnx_model, preprocessing_config
 from loadtest.benchmark.servers import embedded_server
 from loadtest.corpus import photo_corpus, synthetic_corpus
@@ -156,14 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     artifacts = prepare(args.model, args.out / "artifacts")
     results: dict[str, Any] = {
-        "environment": {
-            "model": artifacts.name,
-            "cores": available_cores(),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "duration_s": args.duration_s,
-            "warmup_s": args.warmup_s,
-        },
+        "environment": report.environment(artifacts.name, duration_s=args.duration_s, warmup_s=args.warmup_s),
         "int8": compare(
             artifacts.repository,
             args.out / "artifacts",

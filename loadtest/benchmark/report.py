@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest.benchmark.preprocessing import available_cores
 from loadtest.benchmark.serving import ServedPoint
 from loadtest.benchmark.timing import Measurement
 
@@ -315,6 +317,17 @@ def _row(label: str, m: dict[str, Any] | Measurement) -> str:
         f"{label:<44} {m['images_per_s']:8.2f} {m['p50_ms']:8.1f} {m['p95_ms']:8.1f} "
         f"{m['p99_ms']:8.1f} {m['failures']:5d}"
     )
+
+
+def environment(model: str, **fields: Any) -> dict[str, Any]:
+    """Where a benchmark ran, as every benchmark's JSON records it first, followed by its own `fields`."""
+    return {
+        "model": model,
+        "cores": available_cores(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        **fields,
+    }
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
