@@ -3,7 +3,8 @@ the fp32 ceiling (issue 14; the embedded server's `embedded_int8` variant runs i
 
 ONNX Runtime's dynamic quantization (`onnxruntime.quantization.quantize_dynamic`): weights are stored int8
 once, and each MatMul's activations are quantized to uint8 per call from their own range, so no calibration
-set is needed and the input and outputs stay fp32. What stays fp32, and why:
+set is needed and the graph's input (uint8 pixels) and outputs (fp32) keep their types. What stays fp32,
+and why:
 
 - LayerNorm, Softmax, GELU and the attention score MatMuls (Q·Kᵀ, P·V): dynamic quantization has integer
   kernels for MatMul with a constant weight only (`MatMulConstBOnly`, on by default for dynamic
