@@ -62,7 +62,7 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
-# The full benchmark (about 17 minutes on 2 cores, int8 vs fp32 included): table on stdout, JSON and plots in
+# The full benchmark (about 19 minutes on 2 cores, int8 vs fp32 included): table on stdout, JSON and plots in
 # results/benchmark.
 bench: install
 	$(BIN)/python -m loadtest.benchmark --model $(if $(RANDOM),random-$(RANDOM),$(MODEL)) --out results/benchmark

@@ -220,3 +220,24 @@ def test_a_384_pixel_checkpoint_is_served_at_its_own_resolution(tiny_384_checkpo
         expected = reference(data)
         assert [index for _, index, _ in answer] == np.argsort(-expected)[:5].tolist()
         np.testing.assert_allclose([score for score, _, _ in answer], np.sort(expected)[::-1][:5], atol=1e-4)
+
+
+def test_the_preprocessor_reuses_its_image_memory_instead_of_faulting_it_in_per_image(triton_server):
+    """glibc handed each decoded photo's buffer back to the kernel, and the next image page-faulted it in
+    again: about 280 faults per 640x480 JPEG in the stub (README.md, "Serving overhead")."""
+    images = [encode(photo(640, 480, seed=i), "JPEG") for i in range(8)]
+    stubs = [stub.pid for stub in triton_server.stubs() if stub.model == "beit_preprocess"]
+    assert stubs, "no preprocessor stub found"
+    # Sequential requests, each stub's share warmed twice over before counting.
+    for data in images * 4:
+        classify(triton_server, "grpc", [data])
+    before = sum(minor_page_faults(pid) for pid in stubs)
+    for data in images * 4:
+        classify(triton_server, "grpc", [data])
+    per_image = (sum(minor_page_faults(pid) for pid in stubs) - before) / (len(images) * 4)
+    assert per_image < 20, f"{per_image:.0f} page faults per 640x480 JPEG in the preprocessor's stubs"
+
+
+def minor_page_faults(pid: int) -> int:
+    # /proc/PID/stat after the parenthesized command name: state, ppid, ..., minflt is the 8th field.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])

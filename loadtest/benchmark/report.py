@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,8 +120,8 @@ def evaluate_targets(results: dict[str, Any], points: Sequence[ServedPoint]) -> 
             Target(
                 name,
                 f"{grpc_row['in_process_images_per_cpu_s']:.1f} img per CPU-second in-process vs "
-                f"{grpc_row['served_images_per_server_cpu_s']:.1f} per server CPU-second = "
-                f"{grpc_row['ratio']:.2f}x",
+                f"{grpc_row['served_images_per_server_cpu_s']:.1f} per server CPU-second; median ratio "
+                f"{grpc_row['ratio']:.2f}x of rounds {_ratios(grpc_row)}",
                 grpc_row["ratio"] <= SERVING_CPU_OVERHEAD,
             )
         )
@@ -146,24 +147,33 @@ def evaluate_targets(results: dict[str, Any], points: Sequence[ServedPoint]) -> 
 
 
 def overhead_per_image(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per protocol: images per CPU-second in-process (decode, preprocess, ORT batch 1 on one thread) and
-    per server CPU-second served, and their ratio: how many times the CPU an image costs when served."""
-    overhead = results.get("overhead_per_image") or {}
-    in_process = overhead.get("in_process")
-    local = None if in_process is None else served_per_core(in_process)
+    """Per protocol: images per CPU-second in-process (decode, preprocess, ORT batch 1 on one thread) and per
+    server CPU-second served, each the median over the rounds, and the median of the rounds' own ratios: how
+    many times the CPU an image costs when served."""
+    pairs: dict[tuple[str, int], list[tuple[float | None, float | None]]] = {}
+    for measured in (results.get("overhead_per_image") or {}).get("rounds", []):
+        local = served_per_core(measured["in_process"])
+        for m in measured["served"]:
+            pairs.setdefault((m["protocol"], m["concurrency"]), []).append((local, served_per_core(m)))
     rows = []
-    for measurement in overhead.get("served", []):
-        served = served_per_core(measurement)
+    for (protocol, concurrency), rates in pairs.items():
+        ratios = [local / served for local, served in rates if local and served]
         rows.append(
             {
-                "protocol": measurement["protocol"],
-                "concurrency": measurement["concurrency"],
-                "in_process_images_per_cpu_s": local,
-                "served_images_per_server_cpu_s": served,
-                "ratio": local / served if local and served else None,
+                "protocol": protocol,
+                "concurrency": concurrency,
+                "in_process_images_per_cpu_s": _median([local for local, _ in rates]),
+                "served_images_per_server_cpu_s": _median([served for _, served in rates]),
+                "ratio": _median(ratios),
+                "round_ratios": ratios,
             }
         )
     return rows
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
 
 
 def int8_targets(int8: dict[str, Any]) -> list[Target]:
@@ -198,6 +208,10 @@ def int8_lines(int8: dict[str, Any]) -> list[str]:
     for precision, m in int8["served"].items():
         lines.append(_row(f"{precision} served {int8['protocol']}, concurrency {m['concurrency']}", m))
     return lines
+
+
+def _ratios(row: dict[str, Any]) -> str:
+    return ", ".join(f"{ratio:.2f}" for ratio in row["round_ratios"])
 
 
 def served_per_core(measurement: dict[str, Any]) -> float | None:
@@ -250,17 +264,20 @@ def table(results: dict[str, Any], points: Sequence[ServedPoint], targets: Seque
             + ", ".join(f"{k.removesuffix('_ms')} {v:.2f}" for k, v in stages.items())
         )
 
-    overhead = results.get("overhead_per_image")
+    overhead = overhead_per_image(results)
     if overhead:
-        lines.append(f"-- CPU per image, {pre['image_size']} JPEGs (images per CPU-second)")
-        local = served_per_core(overhead["in_process"])
-        if local is not None:
-            lines.append(f"{'in-process decode+preprocess+ORT, 1 thread':<44} {local:8.2f}")
-        for item in overhead_per_image(results):
-            served = item["served_images_per_server_cpu_s"]
-            if served is not None:
-                label = f"served {item['protocol']}, {item['concurrency']} in flight (server CPU)"
-                lines.append(f"{label:<44} {served:8.2f}  in-process/served = {item['ratio']:.2f}x")
+        lines.append(
+            f"-- CPU per image, {pre['image_size']} JPEGs (images per CPU-second, medians of "
+            f"{len(overhead[0]['round_ratios'])} rounds)"
+        )
+        local = overhead[0]["in_process_images_per_cpu_s"]
+        lines.append(f"{'in-process decode+preprocess+ORT, 1 thread':<44} {local:8.2f}")
+        for item in overhead:
+            label = f"served {item['protocol']}, {item['concurrency']} in flight (server CPU)"
+            lines.append(
+                f"{label:<44} {item['served_images_per_server_cpu_s']:8.2f}  in-process/served = "
+                f"{item['ratio']:.2f}x (rounds {_ratios(item)})"
+            )
 
     lines.append("-- served beit ensemble through the SDK")
     for p in points:
@@ -398,7 +415,8 @@ def plot(out: Path, results: dict[str, Any], points: Sequence[ServedPoint]) -> l
     paths.append(_save(figure, out / "latency.png"))
 
     # Only where the server's CPU time was read: a server elsewhere has none.
-    local = served_per_core((results.get("overhead_per_image") or {}).get("in_process") or {})
+    overhead = overhead_per_image(results)
+    local = overhead[0]["in_process_images_per_cpu_s"] if overhead else None
     rates = {
         label: [
             (p.measurement.concurrency, rate)
