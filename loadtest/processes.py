@@ -76,6 +76,11 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+def minor_page_faults(pid: int) -> int:
+    """Page faults the process has served without disk I/O so far (minflt, the 8th field after the name)."""
+    return int(_stat(pid)[7])
+
+
 def open_fds(pids: list[int]) -> int:
     total = 0
     for pid in pids:

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -269,17 +270,15 @@ def test_the_capacity_shape_steps_users_and_writes_the_capacity(triton_server, t
     assert "CAPACITY: 2 users" in result.stdout
 
 
-@pytest.mark.server
-def test_the_benchmark_writes_its_json_and_plots(
-    triton_server, tiny_checkpoint: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "results"
+def run_benchmark(
+    checkpoint: Path, out: Path, *options: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """`python -m loadtest.benchmark` on `checkpoint` with short windows and a small corpus: its output and
+    benchmark.json."""
     result = subprocess.run(
         [
-            sys.executable, "-m", "loadtest.benchmark", "--model", str(tiny_checkpoint), "--out", str(out),
-            "--url", triton_server.http_url, "--grpc-url", triton_server.grpc_url,
-            "--duration-s", "0.5", "--warmup-s", "0.2", "--concurrency", "1", "2",
-            "--ort-batch-sizes", "1", "2", "--corpus-size", "4",
+            sys.executable, "-m", "loadtest.benchmark", "--model", str(checkpoint), "--out", str(out),
+            "--duration-s", "0.5", "--warmup-s", "0.2", "--corpus-size", "4", *options,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -287,7 +286,19 @@ def test_the_benchmark_writes_its_json_and_plots(
         timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((out / "benchmark.json").read_text())
+    return result, json.loads((out / "benchmark.json").read_text())
+
+
+@pytest.mark.server
+def test_the_benchmark_writes_its_json_and_plots(
+    triton_server, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    result, results = run_benchmark(
+        tiny_checkpoint, out,
+        "--url", triton_server.http_url, "--grpc-url", triton_server.grpc_url,
+        "--concurrency", "1", "2", "--ort-batch-sizes", "1", "2",
+    )  # fmt: skip
     sections = {"environment", "hf_pipeline", "onnxruntime", "preprocessing", "serving", "triton_statistics"}
     assert set(results) >= sections | {"targets"}
     assert {"batches", "best", "end_to_end_batch_1"} <= set(results["onnxruntime"])
@@ -313,20 +324,11 @@ def test_the_benchmark_on_its_own_server_reads_cpu_per_image_in_alternating_roun
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "results"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "loadtest.benchmark", "--model", str(tiny_checkpoint), "--out", str(out),
-            "--duration-s", "0.5", "--warmup-s", "0.2", "--concurrency", "1", "--ort-batch-sizes", "1",
-            "--corpus-size", "4", "--overhead-rounds", "2", "--protocols", "grpc",
-            "--skip-pipeline", "--skip-no-batching", "--skip-int8",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result, results = run_benchmark(
+        tiny_checkpoint, out,
+        "--concurrency", "1", "--ort-batch-sizes", "1", "--overhead-rounds", "2", "--protocols", "grpc",
+        "--skip-pipeline", "--skip-no-batching", "--skip-int8",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((out / "benchmark.json").read_text())
     rounds = results["overhead_per_image"]["rounds"]
     assert len(rounds) == 2
     for measured in rounds:

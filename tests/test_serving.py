@@ -19,6 +19,7 @@ from transformers import AutoModelForImageClassification, BeitImageProcessorPil
 from transformers.image_utils import load_image
 from tritonclient.utils import InferenceServerException
 
+from loadtest.processes import minor_page_faults
 from tests.images import encode, photo, varied_images
 
 pytestmark = pytest.mark.server
@@ -236,8 +237,3 @@ def test_the_preprocessor_reuses_its_image_memory_instead_of_faulting_it_in_per_
         classify(triton_server, "grpc", [data])
     per_image = (sum(minor_page_faults(pid) for pid in stubs) - before) / (len(images) * 4)
     assert per_image < 20, f"{per_image:.0f} page faults per 640x480 JPEG in the preprocessor's stubs"
-
-
-def minor_page_faults(pid: int) -> int:
-    # /proc/PID/stat after the parenthesized command name: state, ppid, ..., minflt is the 8th field.
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])

@@ -7,9 +7,10 @@ lines, and writes OUT/benchmark.json, OUT/throughput.png, OUT/latency.png, OUT/c
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,17 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
         "served": {},
     }
 
+    def in_process_window() -> Measurement:
+        # One image per call on one thread, on the photos the served windows carry: one process per core's
+        # share, with this process's CPU time.
+        return baselines.onnx_end_to_end(
+            artifacts.onnx_model, photos, exact, max_pixels=max_pixels, threads=1, **timing
+        )
+
     points: list[serving.ServedPoint] = []
+    measure = functools.partial(
+        _measure_server, args, in_process_window, photos=photos, mixed=mixed, results=results, points=points
+    )
     if args.url:
         # A server elsewhere: its CPU time cannot be read from here.
         remote = Server(
@@ -133,31 +144,11 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
                 "grpc": args.grpc_url or url_for_protocol(args.url, "grpc"),
             }
         )
-        _measure_server(
-            args,
-            artifacts,
-            remote,
-            photos,
-            mixed,
-            results,
-            points,
-            dynamic_batching=True,
-            label="as deployed",
-        )
+        measure(remote, dynamic_batching=True, label="as deployed")
     else:
         deployed_mode = model_parameters(artifacts.repository, PREPROCESS_MODEL).get("mode", "exact")
         with embedded_server(artifacts.repository) as server:
-            _measure_server(
-                args,
-                artifacts,
-                server,
-                photos,
-                mixed,
-                results,
-                points,
-                dynamic_batching=True,
-                label=f"{deployed_mode}, as deployed",
-            )
+            measure(server, dynamic_batching=True, label=f"{deployed_mode}, as deployed")
         # Each mode once more as single-threaded processes, the cheapest layout per image, one per core but
         # the one the load generator needs: oversubscribed, the server's CPU time per image would grow
         # with context switches. Layout and mode are read when the model loads: a server for each.
@@ -178,17 +169,7 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
                 artifacts.repository, args.out / "artifacts" / "no-batching"
             )
             with embedded_server(no_batching) as server:
-                _measure_server(
-                    args,
-                    artifacts,
-                    server,
-                    photos,
-                    mixed,
-                    results,
-                    points,
-                    dynamic_batching=False,
-                    label=None,
-                )
+                measure(server, dynamic_batching=False, label=None)
         if not args.skip_int8:
             results["int8"] = int8.compare(
                 artifacts.repository,
@@ -218,7 +199,7 @@ def run(args: argparse.Namespace, artifacts: Artifacts) -> tuple[dict[str, Any],
 
 def _measure_server(
     args: argparse.Namespace,
-    artifacts: Artifacts,
+    in_process_window: Callable[[], Measurement],
     server: Server,
     photos: list[bytes],
     mixed: list[bytes],
@@ -233,7 +214,9 @@ def _measure_server(
         logger.info("served preprocessing (%s)", label)
         results["preprocessing"]["served"][label] = asdict(_served_preprocessing(server, photos, timing))
     if label is not None and server.cpu_seconds is not None:
-        results["overhead_per_image"]["rounds"] = _cpu_per_image_rounds(args, artifacts, server, photos)
+        results["overhead_per_image"]["rounds"] = _cpu_per_image_rounds(
+            args, in_process_window, server, photos
+        )
     for protocol in args.protocols:
         logger.info("served beit over %s, dynamic batching %s", protocol, "on" if dynamic_batching else "off")
         points.extend(
@@ -251,18 +234,18 @@ def _measure_server(
 
 
 def _cpu_per_image_rounds(
-    args: argparse.Namespace, artifacts: Artifacts, server: Server, photos: list[bytes]
+    args: argparse.Namespace,
+    in_process_window: Callable[[], Measurement],
+    server: Server,
+    photos: list[bytes],
 ) -> list[dict[str, Any]]:
     """In-process and served windows in turn, so that a drift in this machine's speed (often 10-20% over a
     run) moves both sides of a round alike; the server idles through each in-process window."""
     timing = {"duration_s": args.duration_s, "warmup_s": args.warmup_s}
-    exact, max_pixels = preprocessing_config(artifacts.repository, "exact")
     rounds = []
     for number in range(1, args.overhead_rounds + 1):
         logger.info("CPU per image, round %d of %d", number, args.overhead_rounds)
-        in_process = baselines.onnx_end_to_end(
-            artifacts.onnx_model, photos, exact, max_pixels=max_pixels, threads=1, **timing
-        )
+        in_process = in_process_window()
         served = [
             {"protocol": p.protocol, **asdict(p.measurement)}
             for protocol in args.protocols
