@@ -293,6 +293,17 @@ def test_requests_are_gathered_and_a_bad_image_fails_only_its_own_request() -> N
     assert isinstance(answers[2], np.ndarray) and np.array_equal(answers[2][0], answers[0][0])
 
 
+def test_pixels_are_written_into_a_given_output_array_of_their_shape() -> None:
+    # How beit_preprocess fills each request's output tensor without a stacking copy.
+    config = PreprocessingConfig()
+    data = encode(photo(64, 48), "JPEG")
+    out = np.zeros((3, 224, 224), dtype=np.uint8)
+    assert preprocess_bytes(data, config, max_pixels=MAX_PIXELS, out=out) is out
+    assert np.array_equal(out, preprocess_bytes(data, config, max_pixels=MAX_PIXELS))
+    with pytest.raises(ValueError, match=r"out must be uint8 \[3, 224, 224\]"):
+        preprocess_bytes(data, config, max_pixels=MAX_PIXELS, out=np.zeros((3, 224, 225), dtype=np.uint8))
+
+
 def test_images_of_one_request_with_different_output_sizes_fail_that_request() -> None:
     config = PreprocessingConfig(size=SizeSpec(shortest_edge=32))
     answers = preprocess_requests(
