@@ -107,8 +107,8 @@ def _preprocess(decoded: Decoded, config: PreprocessingConfig, out: Pixels | Non
 
 
 def _bands(image: Image.Image) -> list[npt.NDArray[np.uint8]]:
-    """The R, G and B planes of an RGB image, [H, W] each. Pillow packs them one at a time for less than a
-    third of what numpy's transpose of its interleaved pixels costs (0.05 against 0.16 ms per 224x224)."""
+    """The R, G and B planes of an RGB image, [H, W] each. Pillow packs them one at a time for a third of
+    what numpy's copy and transpose of its interleaved pixels cost (0.05 against 0.13-0.16 ms per 224x224)."""
     width, height = image.size
     return [
         np.frombuffer(image.tobytes("raw", band), dtype=np.uint8).reshape(height, width) for band in "RGB"
