@@ -19,6 +19,7 @@ from beit_client import AsyncBeitClient, BeitClient, InvalidImageError, ServerEr
 from beit_client.cli import EXIT_INTERRUPTED, main
 from tests.conftest import free_port
 from tests.images import encode, photo
+from tests.jobs import lines_in, start_foreground_job
 
 pytestmark = pytest.mark.server
 
@@ -140,10 +141,6 @@ def inference_count(http_url: str) -> int:
     return int(stats["inference_count"])
 
 
-def lines_in(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_ctrl_c_stops_a_batch_job_within_a_second_and_a_rerun_finishes_it(
     triton_server: Any, protocol: str, tmp_path: Path
@@ -160,8 +157,7 @@ def test_ctrl_c_stops_a_batch_job_within_a_second_and_a_rerun_finishes_it(
         Path(sys.executable).parent / "beit-client", "classify", photos, "--url", url,
         "--output", output, "--concurrency", "2",
     ]  # fmt: skip
-    # Started from a shell, a background job ignores SIGINT; Popen from here leaves Python's handler on.
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = start_foreground_job(command)
     deadline = time.monotonic() + 120
     while lines_in(output) < 64 and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -25,6 +25,7 @@ from beit_client.cli import EXIT_INTERRUPTED, main
 from tests.checkpoints import save_tiny_checkpoint
 from tests.conftest import free_port
 from tests.images import encode, photo
+from tests.jobs import lines_in, start_foreground_job
 from tests.test_client_live import KINDS, PROTOCOLS, Client, raw_infer, server_url
 from tests.test_evaluation import direct_average_precision, direct_f1
 
@@ -240,10 +241,6 @@ def test_an_unmapped_folder_name_is_one_error_line_listing_it_and_nothing_is_cla
     assert not output.exists()
 
 
-def lines_in(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
 def test_ctrl_c_stops_an_evaluation_within_a_second_and_a_rerun_finishes_it_exactly_once(
     triton_server: Any, tmp_path: Path
 ) -> None:
@@ -259,7 +256,7 @@ def test_ctrl_c_stops_an_evaluation_within_a_second_and_a_rerun_finishes_it_exac
         Path(sys.executable).parent / "beit-client", "evaluate", root, "--url", triton_server.grpc_url,
         "--output", output, "--concurrency", "2",
     ]  # fmt: skip
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = start_foreground_job(command)
     deadline = time.monotonic() + 120
     while lines_in(output) < 33 and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
