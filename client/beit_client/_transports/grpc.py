@@ -103,7 +103,12 @@ class GRPCTransport(Transport):
             return config
 
     def close(self) -> None:
-        self._client.close()
+        # tritonclient's __del__ closes its channel a second time. Under grpc's gevent integration (Locust's
+        # gRPC users) a channel closed while the interpreter exits can deadlock on a lock that grpc's
+        # stopped poller thread still holds, so the client is released now, while the event loop runs.
+        client = self.__dict__.pop("_client", None)
+        if client is not None:
+            client.close()
 
 
 class AsyncGRPCTransport(AsyncTransport):
