@@ -26,8 +26,9 @@ from typing import Any
 
 from beit_repository.names import NETWORK_MODEL, PREPROCESS_MODEL
 from beit_serve.probe import ProbeFailed, probe
+from beit_serve.processes import stubs_of
 from loadtest.beit_serve_process import BeitServe, beit_serve, readiness, run_locust
-from loadtest.processes import stubs_of, triton_of
+from loadtest.processes import triton_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TRITON = "tritonserver"

@@ -1,5 +1,6 @@
-"""What a running beit-serve is made of, read from Linux /proc: its Triton, the Python-backend stubs, their
-memory, open files and shared-memory regions. Plain Python, shared by the soak, fault and fuzz runs."""
+"""What a running beit-serve is made of, read from Linux /proc: its Triton and the stubs' memory, open files
+and shared-memory regions (the processes themselves: `beit_serve.processes`). Shared by the soak, fault and
+fuzz runs."""
 
 from __future__ import annotations
 
@@ -7,63 +8,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-STUB_EXECUTABLE = "triton_python_backend_stub"
+from beit_serve.processes import argv, children, stat_fields, stubs_of
+
 SHM_PREFIX = "triton_python_backend_shm_region_"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat fields after the command name: state, ppid, pgrp, ..."""
-    return (Path(f"/proc/{pid}/stat").read_text()).rsplit(")", 1)[1].split()
-
-
-def _argv(pid: int) -> list[str]:
-    return [part.decode(errors="replace") for part in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(_stat(int(entry.name))[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return sorted(found)
 
 
 def triton_of(serve_pid: int) -> int | None:
     """The tritonserver that a beit-serve process runs, or None while there is none."""
     for child in children(serve_pid):
         try:
-            if Path(_argv(child)[0]).name == "tritonserver":
+            if Path(argv(child)[0]).name == "tritonserver":
                 return child
         except OSError:
             continue
     return None
-
-
-@dataclass(frozen=True)
-class StubProcess:
-    pid: int
-    model: str
-    instance: str
-    shm_region: str
-
-
-def stubs_of(triton_pid: int) -> list[StubProcess]:
-    """Triton's Python-backend stubs: argv `stub MODEL_PATH SHM_REGION ... INSTANCE ...` (python_backend
-    src/stub_launcher.cc), MODEL_PATH being <repository>/<model>/<version>/model.py."""
-    found = []
-    for child in children(triton_pid):
-        try:
-            argv = _argv(child)
-        except OSError:
-            continue
-        if Path(argv[0]).name == STUB_EXECUTABLE and len(argv) > 8:
-            found.append(StubProcess(child, Path(argv[1]).parent.parent.name, argv[8], argv[2].lstrip("/")))
-    return found
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -78,7 +37,7 @@ def rss_bytes(pids: list[int]) -> int:
 
 def minor_page_faults(pid: int) -> int:
     """Page faults the process has served without disk I/O so far (minflt, the 8th field after the name)."""
-    return int(_stat(pid)[7])
+    return int(stat_fields(pid)[7])
 
 
 def open_fds(pids: list[int]) -> int:

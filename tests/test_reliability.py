@@ -18,9 +18,10 @@ import pytest
 from beit_client import BeitClient, ModelNotReadyError, RetryPolicy, ServerUnavailableError
 from beit_repository.names import NETWORK_MODEL, PREPROCESS_MODEL
 from beit_serve import EmbeddedServer
+from beit_serve.processes import stubs_of
 from loadtest import faults, soak
 from loadtest.beit_serve_process import BeitServe, beit_serve, readiness
-from loadtest.processes import stubs_of, triton_of
+from loadtest.processes import triton_of
 from tests.conftest import free_port, run_probe
 from tests.images import encode, photo
 

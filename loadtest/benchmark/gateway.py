@@ -24,7 +24,6 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -76,12 +75,6 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    # /proc/PID/stat fields after the parenthesized command name: utime is the 12th, stime the 13th.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wait_ready(url: str, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -97,6 +90,7 @@ def wait_ready(url: str, timeout_s: float = 120.0) -> None:
 def started_servers(repository: Path, log_dir: Path) -> Iterator[Endpoints]:
     """The embedded Triton on `repository` and beit-gateway in front of its gRPC port, on free ports."""
     from beit_serve import EmbeddedServer
+    from beit_serve.processes import cpu_seconds
     from loadtest.benchmark.servers import free_ports
 
     http_port, grpc_port, metrics_port, gateway_port = free_ports(4)
@@ -115,7 +109,7 @@ def started_servers(repository: Path, log_dir: Path) -> Iterator[Endpoints]:
         try:
             url = f"http://127.0.0.1:{gateway_port}"
             wait_ready(url)
-            yield Endpoints(triton.grpc_url, url, lambda: process_cpu_seconds(gateway.pid))
+            yield Endpoints(triton.grpc_url, url, lambda: cpu_seconds(gateway.pid))
         finally:
             gateway.terminate()
             gateway.wait(timeout=60)

@@ -21,6 +21,7 @@ from typing import IO, Literal
 
 from beit_repository.names import EMBEDDED_VARIANT
 from beit_serve import distribution
+from beit_serve.processes import Stub, group_cpu_seconds, stubs_of
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ class ServerStartError(RuntimeError):
     """Triton exited, or did not become ready in time; the message carries the end of its log."""
 
 
-STUB_EXECUTABLE = "triton_python_backend_stub"
 SHM_DIRECTORY = Path("/dev/shm")
 SHM_PREFIX = "beit_serve_"
 """The Python backend's shared-memory regions are named PREFIX + a UUID (python_backend
@@ -52,15 +52,6 @@ class Restriction:
     def flags(self) -> list[str]:
         setting = f"{','.join(self.apis)}:{self.header}={self.value}"
         return [f"--http-restricted-api={setting}", f"--grpc-restricted-protocol={setting}"]
-
-
-@dataclass(frozen=True)
-class Stub:
-    """A Python-backend stub process: one per instance of a Python-backend model."""
-
-    pid: int
-    model: str
-    instance: str
 
 
 class EmbeddedServer:
@@ -211,24 +202,8 @@ class EmbeddedServer:
             return False
 
     def stubs(self) -> list[Stub]:
-        """Triton's Python-backend stubs now running (Linux /proc). The backend starts each one as Triton's
-        child with argv `stub MODEL_PATH SHM_REGION ... INSTANCE_NAME ...`, MODEL_PATH being
-        `<repository>/<model>/<version>/model.py` (python_backend src/stub_launcher.cc)."""
-        if self._process is None:
-            return []
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == self._process.pid and Path(argv[0].decode()).name == STUB_EXECUTABLE and len(argv) > 8:
-                model = Path(argv[1].decode()).parent.parent.name
-                found.append(Stub(int(entry.name), model, argv[8].decode()))
-        return sorted(found, key=lambda stub: stub.instance)
+        """Triton's Python-backend stubs now running."""
+        return [] if self._process is None else stubs_of(self._process.pid)
 
     def load_model(self, model: str, headers: Mapping[str, str], timeout: float = 300.0) -> None:
         """Triton's model-repository extension (explicit model control): load, or unload, one model."""
@@ -264,22 +239,11 @@ class EmbeddedServer:
         raise ServerStartError(f"Triton was not ready after {timeout:.0f} s{self._log_tail()}")
 
     def cpu_seconds(self) -> float:
-        """CPU time Triton and its Python-backend stubs have used so far (Linux /proc): what serving
+        """CPU time Triton and its Python-backend stubs (its process group) have used so far: what serving
         costs, apart from whatever else shares the machine, such as a load generator."""
         if self._process is None:
             raise RuntimeError("the server is not started")
-        ticks = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                # Fields after the parenthesized command name: state, ppid, pgrp, ..., utime (12th), stime.
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == self._process.pid:
-                ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return group_cpu_seconds(self._process.pid)
 
     @property
     def returncode(self) -> int | None:

@@ -19,10 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from beit_serve.front_door import ServingState
-from beit_serve.server import EmbeddedServer, ServerStartError, Stub
+from beit_serve.processes import Stub, alive
+from beit_serve.server import EmbeddedServer, ServerStartError
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +35,6 @@ AFTERMATH = 5.0
 """Seconds after a recovery during which a 500 from Triton is still put down to the dead stub: the requests
 that were queued for its instance fail only when the reloaded model replaces it (measured here: at the end
 of the reload, 2 s after the kill)."""
-
-
-def process_alive(pid: int) -> bool:
-    """Running, not a zombie waiting for Triton to reap it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 @dataclass
@@ -78,7 +69,7 @@ class Supervisor:
         """A stub is dead now, or was until moments ago: Triton's 500s then come from it."""
         if time.monotonic() - self._recovered_at < AFTERMATH:
             return True
-        return any(not process_alive(stub.pid) for stub in self._stubs)
+        return any(not alive(stub.pid) for stub in self._stubs)
 
     def run(self, stop: threading.Event) -> int:
         """Serves until `stop` is set, then drains; the exit code for beit-serve."""
@@ -94,7 +85,7 @@ class Supervisor:
                     if not self._restart(f"Triton exited with code {self.server.returncode}", ()):
                         return 1
                     continue
-                dead = [stub for stub in self._stubs if not process_alive(stub.pid)]
+                dead = [stub for stub in self._stubs if not alive(stub.pid)]
                 if dead:
                     self._recover(dead)
             self.drain()
