@@ -10,7 +10,6 @@ from pathlib import Path
 
 from beit_serve.processes import argv, children, stat_fields, stubs_of
 
-SHM_PREFIX = "triton_python_backend_shm_region_"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -48,14 +47,6 @@ def open_fds(pids: list[int]) -> int:
         except OSError:
             continue
     return total
-
-
-def shm_entries(prefix: str = SHM_PREFIX) -> set[str]:
-    """Python-backend shared-memory regions in /dev/shm: every server's on this machine."""
-    try:
-        return {name for name in os.listdir("/dev/shm") if name.startswith(prefix)}
-    except OSError:
-        return set()
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from beit_serve.server import shm_regions
 from loadtest.beit_serve_process import BeitServe, beit_serve, run_locust
 from loadtest.capacity import histogram_percentile
-from loadtest.processes import Sample, sample, shm_entries
+from loadtest.processes import Sample, sample
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_RSS_GROWTH = 0.05
@@ -228,7 +229,7 @@ def plot(path: Path, samples: list[Sample], windows: list[dict[str, float]], tit
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
-    shm_before_start = shm_entries()
+    shm_before_start = shm_regions()
     with beit_serve(args.repository, log=args.out / "beit-serve.log") as serve:
         capacity: dict[str, Any] | None = None
         users = args.users
@@ -263,10 +264,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         after_load = sample(serve.pid, 0.0)
         assert after_load is not None, "beit-serve still runs its Triton"
         regions = {region for s in sampler.samples for region in s.shm_regions}
+        # Without this, a look under the wrong name would pass the leak check below by finding nothing.
+        regions_while_serving = regions & shm_regions()
         drain_code = serve.stop()
     time.sleep(1)
-    left_regions = sorted(regions & shm_entries())
-    shm_after_stop = shm_entries()
+    left_regions = sorted(regions & shm_regions())
+    shm_after_stop = shm_regions()
 
     timeline = json.loads(timeline_file.read_text())
     windows = latency_windows(timeline, args.window_s, args.hold_s)
@@ -283,6 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "no failures": failures == 0 and requests > 0,
         f"RSS growth <= {MAX_RSS_GROWTH:.0%} after the first window": trend.growth <= MAX_RSS_GROWTH,
         "open files back to baseline after the load": fds_after <= baseline_fds,
+        "the stubs' shm regions found while serving": bool(regions_while_serving),
         "no stub shm region left after stop": not left_regions,
         f"last-window p99 <= {MAX_P99_RATIO}x first-window p99": last_p99 <= MAX_P99_RATIO * first_p99,
         "drained and exited 0 on SIGTERM": drain_code == 0,
@@ -314,6 +318,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "shm": {
             "stub_regions": sorted(regions),
+            "found_while_serving": len(regions_while_serving),
             "left_after_stop": left_regions,
             "machine_before_start": len(shm_before_start),
             "machine_after_stop": len(shm_after_stop),

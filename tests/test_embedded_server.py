@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from beit_repository.template import template_directory
-from beit_serve.server import SHM_DIRECTORY, SHM_PREFIX, EmbeddedServer
+from beit_serve.server import SHM_PREFIX, EmbeddedServer, shm_regions
 from tests.conftest import free_port, processes_mentioning, start_beit_serve
 
 pytestmark = pytest.mark.server
@@ -115,10 +115,6 @@ def test_an_unbuilt_repository_is_one_line_naming_what_to_build(
     assert line.startswith("beit-serve: error: ") and expected in line, line
     if case != "no-export":
         assert "make build, or beit-build --model CHECKPOINT --repository" in line
-
-
-def shm_regions(prefix: str) -> set[str]:
-    return {region.name for region in SHM_DIRECTORY.glob(f"{prefix}*")}
 
 
 def test_shared_memory_is_removed_on_stop_and_after_a_killed_beit_serve(

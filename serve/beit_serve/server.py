@@ -306,22 +306,23 @@ def _redacted(command: list[str], restrictions: tuple[Restriction, ...]) -> list
     return redacted
 
 
+def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
+    """The shared-memory regions named `prefix`*; by default those of every beit-serve on this machine."""
+    return {region.name for region in SHM_DIRECTORY.glob(f"{prefix}*")}
+
+
 def remove_shm_regions(prefix: str) -> list[str]:
     """Unlink the shared-memory regions named `prefix`*; returns their names."""
-    removed = []
-    for region in SHM_DIRECTORY.glob(f"{prefix}*"):
-        region.unlink(missing_ok=True)
-        removed.append(region.name)
+    removed = sorted(shm_regions(prefix))
+    for name in removed:
+        (SHM_DIRECTORY / name).unlink(missing_ok=True)
     return removed
 
 
 def remove_orphaned_shm_regions() -> None:
     """Regions of servers whose beit-serve process is gone (killed with -9, or the machine's OOM killer):
     nothing else would ever remove them."""
-    owners = {
-        region.name.removeprefix(SHM_PREFIX).split("_", 1)[0]
-        for region in SHM_DIRECTORY.glob(f"{SHM_PREFIX}*")
-    }
+    owners = {name.removeprefix(SHM_PREFIX).split("_", 1)[0] for name in shm_regions()}
     for owner in owners:
         if owner.isdigit() and not Path("/proc", owner).exists():
             removed = remove_shm_regions(f"{SHM_PREFIX}{owner}_")
